@@ -1,0 +1,75 @@
+"""The chip grid of an H3 cell: a square, north-up pixel grid in a metric CRS, and the chip frame of its contents.
+
+Pixels and OSM geometry share one frame: ``x = (X - west) / width`` to the right and ``y = (north - Y) / height``
+downwards, both in [0, 1] over the chip. Imagery is resampled onto ``ChipSpec.transform``; geometry goes through
+``ChipSpec.to_chip_frame``; a building therefore lands on its own pixels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import h3
+import numpy as np
+import shapely
+from affine import Affine
+from pyproj import CRS, Transformer
+from rasterio.transform import from_bounds
+
+CHIP_SIZE = 224
+
+
+def local_utm(lon: float, lat: float) -> CRS:
+    """The UTM zone (WGS 84) that contains a lon/lat point."""
+    zone = int((lon + 180.0) // 6.0) % 60 + 1
+    return CRS.from_epsg((32600 if lat >= 0 else 32700) + zone)
+
+
+@dataclass(frozen=True)
+class ChipSpec:
+    """A square chip of ``size`` x ``size`` pixels covering ``bounds`` (west, south, east, north) in ``crs``."""
+
+    cell: int
+    crs: CRS
+    bounds: tuple[float, float, float, float]
+    size: int = CHIP_SIZE
+
+    @cached_property
+    def transform(self) -> Affine:
+        """The affine pixel -> ``crs`` transform of the chip grid (north up)."""
+        return from_bounds(*self.bounds, self.size, self.size)
+
+    @property
+    def pixel_size(self) -> float:
+        """Ground size of one pixel, in ``crs`` units."""
+        return (self.bounds[2] - self.bounds[0]) / self.size
+
+    @cached_property
+    def footprint(self) -> shapely.Polygon:
+        """The chip's square in ``crs``."""
+        return shapely.box(*self.bounds)
+
+    def footprint_in(self, crs: CRS | str) -> shapely.Polygon:
+        """The chip's square in another CRS, densified so that its edges follow the reprojection."""
+        square = shapely.segmentize(self.footprint, (self.bounds[2] - self.bounds[0]) / 16)
+        to_other = Transformer.from_crs(self.crs, CRS.from_user_input(crs), always_xy=True)
+        return shapely.transform(square, lambda xy: np.column_stack(to_other.transform(xy[:, 0], xy[:, 1])))
+
+    def to_chip_frame(self, geometries: np.ndarray | shapely.Geometry) -> np.ndarray | shapely.Geometry:
+        """Map geometries given in ``crs`` into the chip frame: x right, y down, [0, 1] over the chip."""
+        west, south, east, north = self.bounds
+        scale = np.array([1.0 / (east - west), -1.0 / (north - south)])
+        origin = np.array([west, north])
+        return shapely.transform(geometries, lambda xy: (xy - origin) * scale)
+
+
+def chip_for_cell(cell: int, crs: CRS, size: int = CHIP_SIZE) -> ChipSpec:
+    """The square chip centred on ``cell``'s centre in ``crs``, just large enough to contain its hexagon."""
+    to_crs = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
+    boundary = np.array(h3.cell_to_boundary(h3.int_to_str(cell)))  # (lat, lng) pairs
+    xs, ys = to_crs.transform(boundary[:, 1], boundary[:, 0])
+    lat, lng = h3.cell_to_latlng(h3.int_to_str(cell))
+    cx, cy = to_crs.transform(lng, lat)
+    half = max(np.max(np.abs(xs - cx)), np.max(np.abs(ys - cy)))
+    return ChipSpec(cell=cell, crs=crs, bounds=(cx - half, cy - half, cx + half, cy + half), size=size)

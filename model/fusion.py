@@ -1,0 +1,61 @@
+"""The two-way cross-modal fusion block: image patch tokens and OSM node tokens read each other."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class TwoWayFusionBlock(nn.Module):
+    """One fusion layer (adapted from SAM's two-way block, as in GeoLink).
+
+    Image tokens ``img`` (B, L, C) and OSM tokens ``osm`` (B, N, C) carry position embeddings in the same patch-grid
+    frame. The steps are: OSM self-attention; image tokens attend to OSM tokens; OSM tokens attend to the updated
+    image tokens; a linear layer on the OSM tokens. Every step is followed by a LayerNorm.
+
+    Attribute names follow the official checkpoint (``cross_attn_token_to_image`` is the image -> OSM attention).
+    A sample without any OSM token (``empty``) gets nothing from the cross-attention: its image tokens become
+    ``norm2(img)``, the defined image-only path.
+    """
+
+    def __init__(self, dim: int, num_heads: int, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.self_attn = nn.MultiheadAttention(dim, num_heads, dropout=dropout, batch_first=True)
+        self.norm1 = nn.LayerNorm(dim)
+        self.cross_attn_token_to_image = nn.MultiheadAttention(dim, num_heads, dropout=dropout, batch_first=True)
+        self.norm2 = nn.LayerNorm(dim)
+        self.cross_attn_image_to_token = nn.MultiheadAttention(dim, num_heads, dropout=dropout, batch_first=True)
+        self.norm3 = nn.LayerNorm(dim)
+        self.mlp = nn.Linear(dim, dim)
+        self.norm4 = nn.LayerNorm(dim)
+
+    def forward(
+        self,
+        img: torch.Tensor,
+        osm: torch.Tensor,
+        img_pe: torch.Tensor,
+        osm_pe: torch.Tensor,
+        padding: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the updated (image tokens, OSM tokens). ``padding`` (B, N) is True for padded OSM slots."""
+        empty = padding.all(dim=1) if padding is not None else None
+        if empty is not None and empty.any():
+            # Give fully padded samples one visible (zero) slot so softmax stays finite; its output is discarded.
+            padding = padding.clone()
+            padding[empty, 0] = False
+
+        osm_q = osm + osm_pe
+        osm = self.norm1(osm + self.self_attn(osm_q, osm_q, osm, key_padding_mask=padding, need_weights=False)[0])
+
+        osm_k = osm + osm_pe
+        from_osm = self.cross_attn_token_to_image(
+            img + img_pe, osm_k, osm, key_padding_mask=padding, need_weights=False
+        )[0]
+        if empty is not None:
+            from_osm = from_osm.masked_fill(empty[:, None, None], 0.0)
+        img = self.norm2(img + from_osm)
+
+        img_k = img + img_pe
+        osm = self.norm3(osm + self.cross_attn_image_to_token(osm + osm_pe, img_k, img, need_weights=False)[0])
+        osm = self.norm4(self.mlp(osm))
+        return img, osm

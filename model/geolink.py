@@ -1,0 +1,500 @@
+"""The GeoLink network: a ViT image encoder, a heterogeneous-GAT OSM encoder, their fusion, and the pretraining losses.
+
+Parameter names and shapes equal the official implementation's, so official checkpoints load unchanged. The
+behaviour differs where the official code is wrong (see ``docs`` of each method): per-graph normalisation,
+deterministic fusion, empty graphs anywhere in a batch, any float dtype, no in-place changes to inputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import timm
+import torch
+import torch.nn.functional as F
+import torch_geometric.nn as pyg_nn
+from timm.models.vision_transformer import Block
+from torch import nn
+from torch_geometric.data import Batch, HeteroData
+
+from .config import GeoLinkConfig
+from .fusion import TwoWayFusionBlock
+from .graphs import batch_graphs
+from .osm import NODE_TYPES, OSMHeteroGAT, graph_layer_norm
+from .pos_embed import grid_sincos, node_sincos
+
+
+@dataclass
+class EncodeOutput:
+    """What ``GeoLink.encode`` returns (float32 tensors)."""
+
+    image_layers: list[torch.Tensor]
+    """Raw outputs of the requested ViT blocks, each (B, 196, D), class token dropped."""
+    image_global: torch.Tensor
+    """(B, D): mean of the final patch tokens after the encoder norm."""
+    fused: torch.Tensor | None
+    """(B, 196, F): the hybrid image+OSM patch embedding; None without graphs."""
+    osm_region: torch.Tensor | None
+    """(B, R): the graph-level OSM embedding (zeros for a graph without nodes); None without graphs."""
+    has_osm: torch.Tensor | None
+    """(B,) bool: whether each sample's graph has any node; None without graphs."""
+
+
+@dataclass
+class PretrainOutput:
+    """The three GeoLink losses and their weighted sum."""
+
+    loss: torch.Tensor
+    image_loss: torch.Tensor
+    contrastive_loss: torch.Tensor
+    node_loss: torch.Tensor
+
+
+@dataclass
+class _Tokens:
+    """OSM node tokens padded per graph for the fusion block."""
+
+    features: torch.Tensor  # (B, N, F)
+    positions: torch.Tensor  # (B, N, F)
+    padding: torch.Tensor  # (B, N) True where there is no node
+    order: torch.Tensor  # (M,) index into the concatenated nodes of each kept token (row-major over B, N)
+
+
+class GeoLink(nn.Module):
+    """GeoLink (NeurIPS 2025): remote-sensing imagery and OpenStreetMap in one model."""
+
+    def __init__(self, config: GeoLinkConfig | None = None) -> None:
+        super().__init__()
+        self.config = config = config or GeoLinkConfig()
+        self.img_encoder = timm.create_model(
+            config.architecture, pretrained=False, num_classes=0, global_pool="", **config.timm_kwargs
+        )
+        self.patch_embed = self.img_encoder.patch_embed
+        self.grid_size = self.patch_embed.grid_size[0]
+        dim = self.img_encoder.embed_dim
+
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.img_pos_embed = nn.Parameter(grid_sincos(dim, self.grid_size), requires_grad=False)
+        self.img_norm = nn.LayerNorm(dim)
+        if config.multimodal:
+            self._build_multimodal(dim)
+        self._init_weights()
+        self._freeze_unused()
+
+    def _build_multimodal(self, dim: int) -> None:
+        """The OSM encoder, MAE decoder, region readout, fusion block and pretraining heads."""
+        c = self.config
+        patch = self.patch_embed.patch_size[0]
+        self.osm_encoder = OSMHeteroGAT(c.osm_in_chans, c.osm_embed_dim)
+        self.osm_norm = nn.ModuleDict({t: pyg_nn.LayerNorm(c.osm_embed_dim) for t in NODE_TYPES})
+
+        self.rec_img_pos_embed = nn.Parameter(grid_sincos(c.decoder_dim, self.grid_size), requires_grad=False)
+        self.img_decoder_mlp = nn.Linear(dim, c.decoder_dim)
+        self.img_mask_token = nn.Parameter(torch.zeros(1, 1, c.decoder_dim))
+        self.img_cross_modal_decoder = nn.ModuleList(
+            Block(c.decoder_dim, c.decoder_heads, 4.0, qkv_bias=True, norm_layer=nn.LayerNorm)
+            for _ in range(c.decoder_depth)
+        )
+        self.img_decoder_norm = nn.LayerNorm(c.decoder_dim)
+        self.img_decoder_pred = nn.Linear(c.decoder_dim, patch * patch * 3)
+
+        self.osm_read_out = nn.ModuleDict({t: pyg_nn.Set2Set(c.osm_embed_dim, processing_steps=5) for t in NODE_TYPES})
+        self.osm_aggr_mlp = nn.ModuleDict({t: nn.Linear(2 * c.osm_embed_dim, c.region_dim) for t in NODE_TYPES})
+        self.type_attention = nn.Linear(c.region_dim, 1)
+        self.osm_graph_consistency_prj = nn.Linear(c.region_dim, c.contrast_dim)
+        self.img_consistency_prj = nn.Linear(dim, c.contrast_dim)
+
+        self.fusion_img_pos_embed = nn.Parameter(grid_sincos(c.fusion_dim, self.grid_size), requires_grad=False)
+        self.img_fusion_mlp = nn.Linear(dim, c.fusion_dim)
+        self.osm_node_fusion_mlp = nn.ModuleDict({t: nn.Linear(c.osm_embed_dim, c.fusion_dim) for t in NODE_TYPES})
+        self.osm_mask_token = nn.ParameterDict({t: nn.Parameter(torch.zeros(1, c.osm_in_chans)) for t in NODE_TYPES})
+        self.osm_cross_modal_encoder = nn.ModuleList(
+            TwoWayFusionBlock(c.fusion_dim, c.fusion_heads, c.fusion_dropout) for _ in range(c.fusion_depth)
+        )
+        self.osm_node_pred = nn.Linear(c.fusion_dim, c.osm_in_chans)
+
+    def _init_weights(self) -> None:
+        """MAE-style init: xavier patch embedding and linears, N(0, 0.02) tokens; the timm ViT keeps its own."""
+        weight = self.patch_embed.proj.weight.data
+        nn.init.xavier_uniform_(weight.view(weight.size(0), -1))
+        nn.init.normal_(self.cls_token, std=0.02)
+        for name, module in self.named_children():
+            if name != "img_encoder":
+                module.apply(_init_linear_and_norm)
+        if self.config.multimodal:
+            nn.init.normal_(self.img_mask_token, std=0.02)
+            for token in self.osm_mask_token.values():
+                nn.init.normal_(token, std=0.02)
+
+    def _freeze_unused(self) -> None:
+        """Parameters kept only for checkpoint compatibility take no gradient (timm's own class token, positions
+        and norm, which GeoLink replaces; the type attention when the official plain sum is used)."""
+        for name in ("cls_token", "pos_embed"):
+            getattr(self.img_encoder, name).requires_grad_(False)
+        self.img_encoder.norm.requires_grad_(False)
+        if self.config.multimodal:
+            self.type_attention.requires_grad_(self.config.type_attention)
+
+    # ------------------------------------------------------------------ construction and checkpoints
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, map_location: str | torch.device = "cpu") -> GeoLink:
+        """Load an official multimodal or unimodal ``.pth`` checkpoint, or our ``.safetensors``, without unpickling code."""
+        from .checkpoint import load_checkpoint
+
+        return load_checkpoint(path, map_location)
+
+    @classmethod
+    def default(cls) -> GeoLink:
+        """The bundled default model (small, MiniLM tag features); see ``model.checkpoint.default_model``."""
+        from .checkpoint import default_model
+
+        return default_model()
+
+    def save(self, path: str | Path) -> Path:
+        """Write the weights and config as one ``.safetensors`` file."""
+        from .checkpoint import save_checkpoint
+
+        return save_checkpoint(self, path)
+
+    @property
+    def embed_dim(self) -> int:
+        """Width of the image tokens."""
+        return self.img_encoder.embed_dim
+
+    @property
+    def depth(self) -> int:
+        """Number of ViT blocks."""
+        return len(self.img_encoder.blocks)
+
+    # ------------------------------------------------------------------ inference
+
+    @torch.no_grad()
+    def encode(
+        self,
+        images: torch.Tensor,
+        graphs: HeteroData | Sequence[HeteroData] | Batch | None = None,
+        layers: Sequence[int] = (),
+        max_fusion_nodes: int | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> EncodeOutput:
+        """Encode ImageNet-normalised images (B, 3, 224, 224) and, optionally, one OSM graph per image.
+
+        ``layers`` are 0-based ViT block indices whose raw outputs are returned. Every OSM node takes part in the
+        fusion unless ``max_fusion_nodes`` caps it; the cap keeps evenly spaced nodes (deterministic). ``dtype``
+        ``torch.bfloat16`` runs under autocast. Results never depend on the other samples of the batch.
+        """
+        self._check_images(images)
+        bad = [i for i in layers if not 0 <= i < self.depth]
+        if bad:
+            raise ValueError(f"layers {bad} out of range for a ViT with {self.depth} blocks (0-based)")
+        if graphs is not None and not self.config.multimodal:
+            raise ValueError("this model is image-only (unimodal checkpoint): call encode without graphs")
+        if max_fusion_nodes is not None and max_fusion_nodes < 1:
+            raise ValueError(f"max_fusion_nodes must be >= 1 or None, got {max_fusion_nodes}")
+
+        training = self.training
+        self.eval()
+        try:
+            with torch.autocast(images.device.type, dtype=dtype, enabled=dtype != torch.float32):
+                collected, final = self._image_blocks(self._image_sequence(images), set(layers))
+                normed = self.img_norm(final[:, 1:])
+                out = EncodeOutput(
+                    image_layers=[t.float() for t in collected],
+                    image_global=normed.mean(dim=1).float(),
+                    fused=None,
+                    osm_region=None,
+                    has_osm=None,
+                )
+                if graphs is not None:
+                    self._encode_osm(out, normed, batch_graphs(graphs).to(images.device), max_fusion_nodes)
+        finally:
+            self.train(training)
+        return out
+
+    def _encode_osm(self, out: EncodeOutput, normed: torch.Tensor, batch: Batch, cap: int | None) -> None:
+        """Fill the OSM and fused fields of ``out`` from the final normalised image tokens."""
+        num_graphs = normed.size(0)
+        if batch.num_graphs != num_graphs:
+            raise ValueError(f"got {num_graphs} images but {batch.num_graphs} graphs")
+        x = {t: batch[t].x for t in NODE_TYPES}
+        nodes = self._osm_nodes(x, batch, num_graphs)
+        region, _ = self._region(nodes, batch, num_graphs)
+        tokens = self._fusion_tokens(nodes, batch, num_graphs, cap=cap)
+        img_pe = self.fusion_img_pos_embed[:, 1:].expand(num_graphs, -1, -1)
+        fused, _ = self._fuse(self.img_fusion_mlp(normed), img_pe, tokens)
+        out.fused = fused.float()
+        out.osm_region = region.float()
+        out.has_osm = ~tokens.padding.all(dim=1)
+
+    def _check_images(self, images: torch.Tensor) -> None:
+        expected = (3, *self.patch_embed.img_size)
+        if images.dim() != 4 or tuple(images.shape[1:]) != expected:
+            raise ValueError(f"images must be (B, {', '.join(map(str, expected))}), got {tuple(images.shape)}")
+
+    # ------------------------------------------------------------------ image path
+
+    def _image_sequence(self, images: torch.Tensor) -> torch.Tensor:
+        """Patch tokens plus fixed positions, without the class token: (B, L, D)."""
+        return self.patch_embed(images) + self.img_pos_embed[:, 1:]
+
+    def _image_blocks(self, tokens: torch.Tensor, layers: set[int]) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Prepend GeoLink's class token, run the ViT blocks; return the requested raw outputs and the last one."""
+        cls = (self.cls_token + self.img_pos_embed[:, :1]).expand(tokens.size(0), -1, -1)
+        x = torch.cat([cls, tokens], dim=1)
+        collected = []
+        for i, block in enumerate(self.img_encoder.blocks):
+            x = block(x)
+            if i in layers:
+                collected.append(x[:, 1:])
+        return collected, x
+
+    # ------------------------------------------------------------------ OSM path
+
+    def _osm_nodes(self, x: dict[str, torch.Tensor], batch: Batch, num_graphs: int) -> dict[str, torch.Tensor]:
+        """Node embeddings (GAT, ReLU, per-graph LayerNorm) from node features ``x``."""
+        width = {t: v.size(-1) for t, v in x.items()}
+        if any(w != self.config.osm_in_chans for w in width.values()):
+            raise ValueError(
+                f"OSM node features are {width} wide but the model expects {self.config.osm_in_chans}"
+                " (the tag text encoder of the graphs and of the model differ)"
+            )
+        edges = {e: batch[e].edge_index for e in batch.edge_types}
+        hidden = self.osm_encoder(x, edges)
+        return {t: graph_layer_norm(hidden[t], batch[t].batch, num_graphs, self.osm_norm[t]) for t in NODE_TYPES}
+
+    def _region(
+        self, nodes: dict[str, torch.Tensor], batch: Batch, num_graphs: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Graph-level OSM embedding (B, R) and which graphs have any node (B,).
+
+        Per type: Set2Set readout then a linear layer; an absent type contributes zero. The types are combined by
+        the official plain sum, or, with ``config.type_attention``, by a softmax over the types present.
+        """
+        slots, present = [], []
+        for t in NODE_TYPES:
+            owner = batch[t].batch
+            has_type = torch.bincount(owner, minlength=num_graphs) > 0
+            pooled = self.osm_read_out[t](nodes[t], owner, dim_size=num_graphs)
+            slots.append(self.osm_aggr_mlp[t](pooled) * has_type.unsqueeze(-1))
+            present.append(has_type)
+        slots_t, present_t = torch.stack(slots, dim=1), torch.stack(present, dim=1)
+        if self.config.type_attention:
+            logits = self.type_attention(slots_t).squeeze(-1).masked_fill(~present_t, float("-inf"))
+            weights = torch.softmax(logits, dim=1).nan_to_num(0.0)
+            return (weights.unsqueeze(-1) * slots_t).sum(dim=1), present_t.any(dim=1)
+        return slots_t.sum(dim=1), present_t.any(dim=1)
+
+    # ------------------------------------------------------------------ fusion
+
+    def _fusion_tokens(
+        self,
+        nodes: dict[str, torch.Tensor],
+        batch: Batch,
+        num_graphs: int,
+        cap: int | None,
+        selected: dict[str, torch.Tensor] | None = None,
+        generator: torch.Generator | None = None,
+    ) -> _Tokens:
+        """Project nodes to fusion tokens with their shared sin-cos positions and pad them per graph.
+
+        ``selected`` restricts the nodes per type (a boolean mask). Above ``cap`` nodes per graph, evenly spaced
+        nodes are kept, or random ones when a ``generator`` is given (pretraining).
+        """
+        features, positions, owners = [], [], []
+        for t in NODE_TYPES:
+            keep = selected[t] if selected is not None else slice(None)
+            features.append(self.osm_node_fusion_mlp[t](nodes[t][keep]))
+            positions.append(node_sincos(self.config.fusion_dim, batch[t].pos[keep], self.grid_size))
+            owners.append(batch[t].batch[keep])
+        feature, owner = torch.cat(features), torch.cat(owners)
+        position = torch.cat(positions).to(feature.dtype)
+        if not self.config.shared_positions:
+            position = torch.zeros_like(position)
+
+        order = _group_by_owner(owner, generator)
+        counts = torch.bincount(owner, minlength=num_graphs)
+        rank = torch.arange(order.numel(), device=owner.device) - (torch.cumsum(counts, 0) - counts)[owner[order]]
+        if cap is not None:
+            kept = rank < cap if generator is not None else _evenly_spaced(rank, counts[owner[order]], cap)
+            order = order[kept]
+            rank = _rank_within(owner[order], num_graphs)
+            counts = counts.clamp(max=cap)
+        slots = max(int(counts.max()) if counts.numel() else 0, 1)
+        rows = owner[order]
+        padded = feature.new_zeros(num_graphs, slots, feature.size(-1))
+        padded_pos = position.new_zeros(num_graphs, slots, position.size(-1))
+        padded[rows, rank] = feature[order]
+        padded_pos[rows, rank] = position[order]
+        padding = torch.arange(slots, device=owner.device).unsqueeze(0) >= counts.unsqueeze(1)
+        return _Tokens(padded, padded_pos, padding, order)
+
+    def _fuse(self, img: torch.Tensor, img_pe: torch.Tensor, tokens: _Tokens) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run the fusion blocks (each on the previous one's output); return image and OSM tokens."""
+        if not self.config.shared_positions:
+            img_pe = torch.zeros_like(img_pe)
+        osm = tokens.features.to(img.dtype)
+        for block in self.osm_cross_modal_encoder:
+            img, osm = block(img, osm, img_pe.to(img.dtype), tokens.positions.to(img.dtype), tokens.padding)
+        return img, osm
+
+    # ------------------------------------------------------------------ pretraining
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        graphs: HeteroData | Sequence[HeteroData] | Batch,
+        generator: torch.Generator | None = None,
+    ) -> PretrainOutput:
+        """The three GeoLink pretraining losses for a batch of images and their OSM graphs.
+
+        1. masked-image reconstruction (MAE, per-patch normalised pixels, masked patches only);
+        2. image-region contrastive (symmetric InfoNCE between visible image tokens and the masked graph's region
+           embedding), over the samples that have OSM;
+        3. masked-node reconstruction: masked node tokens read the visible image tokens through the fusion block,
+           with shared positions, and predict their original tag features.
+        Randomness comes from ``generator`` (a torch generator), never from global numpy state.
+        """
+        if not self.config.multimodal:
+            raise ValueError("pretraining needs a multimodal GeoLink (config.multimodal=True)")
+        self._check_images(images)
+        c = self.config
+        generator = generator or _generator_from_global_rng(images.device)
+        batch = batch_graphs(graphs).to(images.device)
+        num_graphs = images.size(0)
+        if batch.num_graphs != num_graphs:
+            raise ValueError(f"got {num_graphs} images but {batch.num_graphs} graphs")
+
+        tokens = self._image_sequence(images)
+        keep, restore, patch_mask = _random_patch_mask(tokens.shape[:2], c.img_mask_ratio, generator, images.device)
+        visible = torch.gather(tokens, 1, keep.unsqueeze(-1).expand(-1, -1, tokens.size(-1)))
+        _, final = self._image_blocks(visible, set())
+        latent = self.img_norm(final)
+
+        prediction = self._decode_pixels(latent, restore)
+        image_loss = self._pixel_loss(images, prediction, patch_mask)
+
+        masked = _random_node_mask(batch, num_graphs, c.osm_mask_ratio, generator)
+        x = {
+            t: torch.where(masked[t].unsqueeze(-1), self.osm_mask_token[t].to(batch[t].x.dtype), batch[t].x)
+            for t in NODE_TYPES
+        }
+        nodes = self._osm_nodes(x, batch, num_graphs)
+        region, has_osm = self._region(nodes, batch, num_graphs)
+        contrastive_loss = self._contrastive_loss(
+            self.img_consistency_prj(latent[:, 1:].mean(dim=1))[has_osm],
+            self.osm_graph_consistency_prj(region)[has_osm],
+        )
+
+        node_tokens = self._fusion_tokens(
+            nodes, batch, num_graphs, cap=c.max_masked_nodes, selected=masked, generator=generator
+        )
+        fusion_pe = self.fusion_img_pos_embed[:, 1:].expand(num_graphs, -1, -1)
+        visible_pe = torch.gather(fusion_pe, 1, keep.unsqueeze(-1).expand(-1, -1, fusion_pe.size(-1)))
+        _, osm_out = self._fuse(self.img_fusion_mlp(latent[:, 1:]), visible_pe, node_tokens)
+        targets = torch.cat([batch[t].x[masked[t]] for t in NODE_TYPES])[node_tokens.order]
+        predicted = self.osm_node_pred(osm_out[~node_tokens.padding])
+        node_loss = (predicted.float() - targets.float()).pow(2).mean() if targets.numel() else latent.new_zeros(())
+
+        w = c.loss_weights
+        loss = w[0] * image_loss + w[1] * contrastive_loss + w[2] * node_loss
+        return PretrainOutput(loss, image_loss, contrastive_loss, node_loss)
+
+    def _decode_pixels(self, latent: torch.Tensor, restore: torch.Tensor) -> torch.Tensor:
+        """MAE decoder: visible latents plus mask tokens, unshuffled, to per-patch pixels (B, L, p*p*3)."""
+        y = self.img_decoder_mlp(latent)
+        missing = restore.size(1) + 1 - y.size(1)
+        patches = torch.cat([y[:, 1:], self.img_mask_token.to(y.dtype).expand(y.size(0), missing, -1)], dim=1)
+        patches = torch.gather(patches, 1, restore.unsqueeze(-1).expand(-1, -1, y.size(-1)))
+        y = torch.cat([y[:, :1], patches], dim=1) + self.rec_img_pos_embed
+        for block in self.img_cross_modal_decoder:
+            y = block(y)
+        return self.img_decoder_pred(self.img_decoder_norm(y))[:, 1:]
+
+    def _pixel_loss(self, images: torch.Tensor, prediction: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Mean squared error over masked patches (targets normalised per patch when ``norm_pix_loss``)."""
+        p = self.patch_embed.patch_size[0]
+        b, ch, h, w = images.shape
+        target = images.reshape(b, ch, h // p, p, w // p, p).permute(0, 2, 4, 3, 5, 1).reshape(b, -1, p * p * ch)
+        if self.config.norm_pix_loss:
+            target = (target - target.mean(-1, keepdim=True)) / (target.var(-1, keepdim=True) + 1e-6).sqrt()
+        per_patch = (prediction.float() - target.float()).pow(2).mean(dim=-1)
+        return (per_patch * mask).sum() / mask.sum()
+
+    def _contrastive_loss(self, img: torch.Tensor, osm: torch.Tensor) -> torch.Tensor:
+        """Symmetric InfoNCE with in-batch negatives at the configured temperature."""
+        if img.size(0) == 0:
+            return img.new_zeros((), dtype=torch.float32)
+        logits = F.normalize(img.float(), dim=-1) @ F.normalize(osm.float(), dim=-1).T / self.config.temperature
+        labels = torch.arange(logits.size(0), device=logits.device)
+        return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+
+
+def _init_linear_and_norm(module: nn.Module) -> None:
+    if isinstance(module, nn.Linear):
+        nn.init.xavier_uniform_(module.weight)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+def _generator_from_global_rng(device: torch.device) -> torch.Generator:
+    """A generator seeded from torch's global RNG, so that ``torch.manual_seed`` governs pretraining."""
+    return torch.Generator(device=device).manual_seed(int(torch.randint(2**62, (1,))))
+
+
+def _group_by_owner(owner: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Indices that group nodes by graph: stable (type order) or, with a generator, shuffled within each graph."""
+    if generator is None:
+        return torch.argsort(owner, stable=True)
+    noise = torch.rand(owner.numel(), generator=generator, device=generator.device).to(owner.device)
+    return torch.argsort(owner.double() + noise.double(), stable=True)
+
+
+def _evenly_spaced(rank: torch.Tensor, count: torch.Tensor, cap: int) -> torch.Tensor:
+    """Keep ``cap`` evenly spaced ranks of each group of ``count`` (all of a group no larger than ``cap``)."""
+    bins = rank * cap // count.clamp(min=1)
+    first_in_bin = (rank == 0) | (bins != (rank - 1) * cap // count.clamp(min=1))
+    return (count <= cap) | first_in_bin
+
+
+def _rank_within(owner_sorted: torch.Tensor, num_graphs: int) -> torch.Tensor:
+    """0-based position of each element within its group, for elements already grouped by owner."""
+    counts = torch.bincount(owner_sorted, minlength=num_graphs)
+    starts = torch.cumsum(counts, 0) - counts
+    return torch.arange(owner_sorted.numel(), device=owner_sorted.device) - starts[owner_sorted]
+
+
+def _random_patch_mask(
+    shape: torch.Size, ratio: float, generator: torch.Generator, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-sample random patch masking: (kept indices, restore order, mask with 1 = hidden)."""
+    batch_size, length = shape
+    keep_count = int(length * (1 - ratio))
+    noise = torch.rand(batch_size, length, generator=generator, device=generator.device).to(device)
+    shuffle = torch.argsort(noise, dim=1)
+    restore = torch.argsort(shuffle, dim=1)
+    mask = torch.ones(batch_size, length, device=device)
+    mask[:, :keep_count] = 0
+    return shuffle[:, :keep_count], restore, torch.gather(mask, 1, restore)
+
+
+def _random_node_mask(
+    batch: Batch, num_graphs: int, ratio: float, generator: torch.Generator
+) -> dict[str, torch.Tensor]:
+    """Per graph and type, mask round(ratio * n) random nodes (at least one where the type has nodes)."""
+    masks = {}
+    for t in NODE_TYPES:
+        owner = batch[t].batch
+        counts = torch.bincount(owner, minlength=num_graphs)
+        wanted = torch.round(counts.double() * ratio).long().clamp(min=1)
+        order = _group_by_owner(owner, generator)
+        rank = _rank_within(owner[order], num_graphs)
+        mask = torch.zeros_like(owner, dtype=torch.bool)
+        mask[order] = rank < wanted[owner[order]]
+        masks[t] = mask
+    return masks

@@ -1,0 +1,93 @@
+"""OSM graphs as the model reads them, and conversion from the official ``.pt`` layout.
+
+Our layout: a torch_geometric ``HeteroData`` with node types polygon/line/point, each holding ``x`` (N, C) semantic
+tag features and ``pos`` (N, P, 2) chip-frame points (x right, y down, in [0, 1]; P = 4, 3, 1), and all nine edge
+types with ``edge_index``. The official layout packs the points into extra columns of ``x``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch_geometric.data import Batch, HeteroData
+
+from .osm import EDGE_TYPES, NODE_TYPES, POINTS_PER_NODE
+
+
+def from_official_graph(graph: HeteroData, in_channels: int | None = None) -> HeteroData:
+    """Convert an official graph (positions packed after the tag features in ``x``) to our layout.
+
+    The input is not modified. Missing node or edge types become empty. ``in_channels`` (the tag-feature width) is
+    inferred from the graph when it holds any node; give it for a graph without nodes.
+    """
+    widths = {
+        t: graph[t].x.size(1) - 2 * POINTS_PER_NODE[t]
+        for t in NODE_TYPES
+        if t in graph.node_types and "x" in graph[t] and graph[t].x.numel()
+    }
+    if len(set(widths.values())) > 1:
+        raise ValueError(f"official graph has inconsistent tag-feature widths per node type: {widths}")
+    channels = next(iter(widths.values()), in_channels)
+    if channels is None:
+        raise ValueError("an official graph without nodes needs in_channels to be given")
+
+    out = HeteroData()
+    for t in NODE_TYPES:
+        points = POINTS_PER_NODE[t]
+        x = graph[t].x if t in graph.node_types and "x" in graph[t] else torch.zeros(0, channels + 2 * points)
+        if x.size(1) != channels + 2 * points:
+            raise ValueError(
+                f"official {t} nodes have {x.size(1)} columns, expected {channels} + {2 * points} positional"
+            )
+        out[t].x = x[:, :channels].float().clone()
+        out[t].pos = x[:, channels:].float().reshape(-1, points, 2).clone()
+    for edge in EDGE_TYPES:
+        store = graph[edge] if edge in graph.edge_types else None
+        out[edge].edge_index = (
+            store.edge_index.long().clone() if store is not None else torch.zeros(2, 0, dtype=torch.long)
+        )
+        if store is not None and "edge_attr" in store:
+            out[edge].edge_attr = store.edge_attr.float().clone()
+    return out
+
+
+def empty_graph(in_channels: int) -> HeteroData:
+    """A graph without any OSM node (a chip with no OSM features)."""
+    graph = HeteroData()
+    for t in NODE_TYPES:
+        graph[t].x = torch.zeros(0, in_channels)
+        graph[t].pos = torch.zeros(0, POINTS_PER_NODE[t], 2)
+    for edge in EDGE_TYPES:
+        graph[edge].edge_index = torch.zeros(2, 0, dtype=torch.long)
+    return graph
+
+
+def batch_graphs(graphs: HeteroData | Sequence[HeteroData]) -> Batch:
+    """A mini-batch of what the model reads (``x``, ``pos``, ``edge_index``) from a list of graphs or one graph.
+
+    An existing batch is returned as it is. Other attributes (such as relation one-hots) are left out, so graphs
+    from different builders batch together. Tensors are shared, not copied.
+    """
+    if isinstance(graphs, Batch):
+        return graphs
+    if isinstance(graphs, HeteroData):
+        graphs = [graphs]
+    return Batch.from_data_list([_model_view(i, graph) for i, graph in enumerate(graphs)])
+
+
+def _model_view(index: int, graph: HeteroData) -> HeteroData:
+    missing = [t for t in NODE_TYPES if t not in graph.node_types or "pos" not in graph[t]]
+    if missing:
+        raise ValueError(
+            f"graph {index} lacks node types or positions {missing}: build graphs with GraphBuilder or convert "
+            "official graphs with from_official_graph"
+        )
+    view = HeteroData()
+    for t in NODE_TYPES:
+        view[t].x, view[t].pos = graph[t].x, graph[t].pos
+    for edge in EDGE_TYPES:
+        view[edge].edge_index = (
+            graph[edge].edge_index if edge in graph.edge_types else torch.zeros(2, 0, dtype=torch.long)
+        )
+    return view
