@@ -1,0 +1,21 @@
+"""GeoLink pretraining: shards of (chip, graph) pairs, joint augmentation, and the training loop."""
+
+from .augment import JointAugment, crop_graph, flip_graph, normalise
+from .data import PretrainDataset, collate
+from .loop import PretrainConfig, pretrain
+from .shards import Sample, ShardReader, shard_paths, write_shards
+
+__all__ = [
+    "JointAugment",
+    "PretrainConfig",
+    "PretrainDataset",
+    "Sample",
+    "ShardReader",
+    "collate",
+    "crop_graph",
+    "flip_graph",
+    "normalise",
+    "pretrain",
+    "shard_paths",
+    "write_shards",
+]
