@@ -1,0 +1,147 @@
+"""Pretraining: shards, joint augmentation, the loop (exact resume, DDP on 2 CPU processes) and its bad input.
+
+Samples are the six real UFZ tiles of the official examples (images and official OSM graphs).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from official_fixture import IMAGENET_MEAN, IMAGENET_STD, official_samples
+
+from model import NODE_TYPES, GeoLinkConfig, from_official_graph
+from training import (
+    JointAugment,
+    PretrainConfig,
+    Sample,
+    ShardReader,
+    crop_graph,
+    flip_graph,
+    pretrain,
+    write_shards,
+)
+
+TINY = GeoLinkConfig(architecture="vit_tiny_patch16_224", timm_kwargs={"depth": 1})
+
+
+@pytest.fixture(scope="module")
+def samples() -> list[Sample]:
+    """Real UFZ chips as uint8 and their graphs in our layout."""
+    out = []
+    for s in official_samples():
+        pixels = ((s.image * IMAGENET_STD + IMAGENET_MEAN) * 255).round().clamp(0, 255).to(torch.uint8)
+        out.append(Sample(image=pixels, graph=from_official_graph(s.graph)))
+    return out
+
+
+@pytest.fixture(scope="module")
+def shards(samples, tmp_path_factory) -> Path:
+    directory = tmp_path_factory.mktemp("shards")
+    write_shards(samples * 2, directory, samples_per_shard=5)
+    return directory
+
+
+def test_shards_round_trip(samples, shards) -> None:
+    readers = [ShardReader(p) for p in sorted(shards.glob("shard-*.safetensors"))]
+    assert [len(r) for r in readers] == [5, 5, 2]
+    restored = readers[0][3]
+    assert torch.equal(restored.image, samples[3].image)
+    for t in NODE_TYPES:
+        torch.testing.assert_close(restored.graph[t].x, samples[3].graph[t].x, atol=2e-3, rtol=1e-3)  # float16
+        assert torch.equal(restored.graph[t].pos, samples[3].graph[t].pos)
+    edge = ("line", "to", "polygon")
+    assert torch.equal(restored.graph[edge].edge_index, samples[3].graph[edge].edge_index)
+    with pytest.raises(IndexError):
+        readers[2][2]
+
+
+def test_crop_keeps_nodes_in_the_crop_in_its_frame(samples) -> None:
+    graph = samples[5].graph
+    box = (0.25, 0.1, 0.75, 0.6)
+    cropped = crop_graph(graph, box)
+    for t in NODE_TYPES:
+        inside = ((graph[t].pos >= torch.tensor(box[:2])) & (graph[t].pos <= torch.tensor(box[2:]))).all(-1).any(-1)
+        assert cropped[t].num_nodes == int(inside.sum())
+        assert cropped[t].pos.min() >= 0 and cropped[t].pos.max() <= 1
+        torch.testing.assert_close(cropped[t].x, graph[t].x[inside])
+    edge_index = cropped["line", "to", "line"].edge_index
+    assert edge_index.numel() == 0 or edge_index.max() < cropped["line"].num_nodes
+
+
+def test_flip_mirrors_points_and_leaves_input_alone(samples) -> None:
+    graph = samples[0].graph
+    before = graph["polygon"].pos.clone()
+    flipped = flip_graph(graph)
+    torch.testing.assert_close(flipped["polygon"].pos[..., 0], 1 - before[..., 0])
+    assert torch.equal(graph["polygon"].pos, before)
+
+
+def test_augment_crop_aspect_in_range_and_reproducible(samples) -> None:
+    """Official bug B9 drew the aspect from U(1.5, 2.25)."""
+    augment = JointAugment()
+    for seed in range(50):
+        top, left, h, w = augment._crop_box(224, 224, torch.Generator().manual_seed(seed))
+        assert 0.75 * 0.95 <= h / w <= 1.5 * 1.05 and 0.4 * 0.95 <= h * w / 224**2 <= 0.9 * 1.05
+    first = augment(samples[1], torch.Generator().manual_seed(7))
+    second = augment(samples[1], torch.Generator().manual_seed(7))
+    assert first[0].shape == (3, 224, 224) and torch.equal(first[0], second[0])
+
+
+def _config(shards: Path, out: Path, **changes) -> PretrainConfig:
+    values = dict(data=str(shards), out=str(out), model=TINY, steps=4, batch_size=4, warmup_steps=1,
+                  log_every=2, checkpoint_every=2, num_workers=0)
+    return PretrainConfig(**(values | changes))
+
+
+def test_pretraining_logs_losses_and_resumes_exactly(shards, tmp_path) -> None:
+    straight = _config(shards, tmp_path / "straight")
+    metrics = pretrain(straight)
+    lines = [json.loads(line) for line in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in lines] == [2, 4]
+    for key in ("image_loss", "contrastive_loss", "node_loss", "images_per_s"):
+        assert all(m[key] > 0 for m in lines)
+    assert metrics["step"] == 4 and (tmp_path / "straight" / "model.safetensors").exists()
+
+    interrupted = _config(shards, tmp_path / "resumed", max_steps_per_run=1)
+    for _ in range(4):
+        pretrain(interrupted)
+    a = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=True)
+    b = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=True)
+    assert a["state"] == b["state"]
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+
+
+def test_bad_pretraining_input(shards, tmp_path) -> None:
+    with pytest.raises(ValueError, match="512-d tag features but the model expects osm_in_chans=384"):
+        pretrain(_config(shards, tmp_path / "a", model=GeoLinkConfig(**{**TINY.__dict__, "osm_in_chans": 384})))
+    pretrain(_config(shards, tmp_path / "b", steps=1))
+    other = GeoLinkConfig(architecture="vit_small_patch16_224", timm_kwargs={"depth": 1})
+    with pytest.raises(ValueError, match="cannot resume .* another model config"):
+        pretrain(_config(shards, tmp_path / "b", model=other))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no pretraining shards"):
+        pretrain(_config(tmp_path / "empty", tmp_path / "c"))
+
+
+def test_ddp_with_two_cpu_processes(shards, tmp_path) -> None:
+    """torchrun, 2 processes, gloo: both ranks train in step and rank 0 writes the checkpoint."""
+    config = _config(shards, tmp_path / "ddp", batch_size=2, steps=2)
+    (tmp_path / "run.json").write_text(config.to_json())
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "training", "--config", str(tmp_path / "run.json")],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    saved = torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=True)
+    assert saved["state"]["step"] == 2
+    lines = (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["step"] == 2
