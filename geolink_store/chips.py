@@ -8,7 +8,7 @@ downwards, both in [0, 1] over the chip. Imagery is resampled onto ``ChipSpec.tr
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 import h3
 import numpy as np
@@ -24,6 +24,12 @@ def local_utm(lon: float, lat: float) -> CRS:
     """The UTM zone (WGS 84) that contains a lon/lat point."""
     zone = int((lon + 180.0) // 6.0) % 60 + 1
     return CRS.from_epsg((32600 if lat >= 0 else 32700) + zone)
+
+
+@lru_cache(maxsize=64)
+def transformer(source: CRS, target: CRS) -> Transformer:
+    """A cached ``always_xy`` transformer: building one costs milliseconds, using it microseconds."""
+    return Transformer.from_crs(source, target, always_xy=True)
 
 
 @dataclass(frozen=True)
@@ -53,7 +59,7 @@ class ChipSpec:
     def footprint_in(self, crs: CRS | str) -> shapely.Polygon:
         """The chip's square in another CRS, densified so that its edges follow the reprojection."""
         square = shapely.segmentize(self.footprint, (self.bounds[2] - self.bounds[0]) / 16)
-        to_other = Transformer.from_crs(self.crs, CRS.from_user_input(crs), always_xy=True)
+        to_other = transformer(self.crs, CRS.from_user_input(crs))
         return shapely.transform(square, lambda xy: np.column_stack(to_other.transform(xy[:, 0], xy[:, 1])))
 
     def to_chip_frame(self, geometries: np.ndarray | shapely.Geometry) -> np.ndarray | shapely.Geometry:
@@ -66,7 +72,7 @@ class ChipSpec:
 
 def chip_for_cell(cell: int, crs: CRS, size: int = CHIP_SIZE) -> ChipSpec:
     """The square chip centred on ``cell``'s centre in ``crs``, just large enough to contain its hexagon."""
-    to_crs = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
+    to_crs = transformer(CRS.from_epsg(4326), crs)
     boundary = np.array(h3.cell_to_boundary(h3.int_to_str(cell)))  # (lat, lng) pairs
     xs, ys = to_crs.transform(boundary[:, 1], boundary[:, 0])
     lat, lng = h3.cell_to_latlng(h3.int_to_str(cell))

@@ -32,8 +32,10 @@ class EncodeOutput:
 
     image_layers: list[torch.Tensor]
     """Raw outputs of the requested ViT blocks, each (B, 196, D), class token dropped."""
+    image_tokens: torch.Tensor
+    """(B, 196, D): the final patch tokens after the encoder norm (the image side of fine-grained vectors)."""
     image_global: torch.Tensor
-    """(B, D): mean of the final patch tokens after the encoder norm."""
+    """(B, D): mean of ``image_tokens``."""
     fused: torch.Tensor | None
     """(B, 196, F): the hybrid image+OSM patch embedding; None without graphs."""
     osm_region: torch.Tensor | None
@@ -203,6 +205,7 @@ class GeoLink(nn.Module):
                 normed = self.img_norm(final[:, 1:])
                 out = EncodeOutput(
                     image_layers=[t.float() for t in collected],
+                    image_tokens=normed.float(),
                     image_global=normed.mean(dim=1).float(),
                     fused=None,
                     osm_region=None,

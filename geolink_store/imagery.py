@@ -1,0 +1,225 @@
+"""Imagery for cells: open rasters and tile folders as one mosaic and read ImageNet-normalised 224x224 chips.
+
+Example::
+
+    source = open_imagery(["scene.tif", "tiles/"])     # priority order; a folder is a slippy-map tile set
+    cells = source.covered_cells(region_cells(region, 12))
+    crs = source.chip_crs(*cell_lonlat(cells[:1]))
+    chip = source.read(chip_for_cell(cells[0], crs))    # Chip | None
+    chip.image.shape, chip.valid_fraction               # (3, 224, 224), 0.97
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import shapely
+from pyproj import CRS
+
+from geolink_store.chips import ChipSpec, chip_for_cell, local_utm
+from geolink_store.errors import GeolinkError
+from geolink_store.sources.raster import RasterSource, ResamplingName
+from geolink_store.sources.xyz import open_tile_folder
+from geolink_store.tiling import cell_geometries
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+WEB_MERCATOR_EPSG = (3857, 3395, 900913)  # projected, but not a true-scale local frame: chips use UTM instead
+
+MosaicMode = Literal["fill", "first"]
+
+
+@dataclass(frozen=True)
+class Chip:
+    """The imagery of one cell on its chip grid.
+
+    Attributes:
+        spec: the chip grid (cell, CRS, bounds, size).
+        image: float32 ``(3, size, size)``, RGB normalised with the ImageNet mean and std; invalid pixels
+            are 0 (the mean colour).
+        valid: bool ``(size, size)``, where some source held data.
+        source: the names of the sources that filled the chip, joined by ``+``.
+    """
+
+    spec: ChipSpec
+    image: np.ndarray
+    valid: np.ndarray
+    source: str
+
+    @property
+    def cell(self) -> int:
+        """The chip's H3 cell (int64 form)."""
+        return self.spec.cell
+
+    @property
+    def valid_fraction(self) -> float:
+        """Share of the chip's pixels that hold imagery, in [0, 1]."""
+        return float(self.valid.mean())
+
+    def rgb(self) -> np.ndarray:
+        """The chip as a displayable uint8 ``(size, size, 3)`` image (normalisation undone)."""
+        rgb = self.image * IMAGENET_STD[:, None, None] + IMAGENET_MEAN[:, None, None]
+        return np.round(np.clip(rgb, 0.0, 1.0) * 255).astype(np.uint8).transpose(1, 2, 0)
+
+
+@dataclass
+class ChipTally:
+    """Counts of what :func:`read_chips` did with each cell."""
+
+    read: int = 0
+    no_imagery: int = 0
+    too_sparse: int = 0
+    skipped_cells: list[int] = field(default_factory=list)
+
+
+class ImagerySource:
+    """Several raster sources read as one mosaic onto chip grids.
+
+    Args:
+        sources: in priority order.
+        mosaic: ``"fill"`` fills each chip's invalid pixels from the next sources in turn; ``"first"`` takes
+            the whole chip from the first source that holds any valid pixel in it.
+
+    Pickles cheaply (paths and settings only): each worker process reopens the files on first read. Not
+    thread-safe (GDAL datasets are not): give each thread its own copy.
+    """
+
+    def __init__(self, sources: Sequence[RasterSource], *, mosaic: MosaicMode = "fill") -> None:
+        if not sources:
+            raise GeolinkError("no imagery given: pass at least one raster file or tile folder")
+        if mosaic not in ("fill", "first"):
+            raise GeolinkError(f"mosaic mode must be 'fill' or 'first', got {mosaic!r}")
+        self.sources = list(sources)
+        self.mosaic = mosaic
+
+    @property
+    def name(self) -> str:
+        """The names of all sources, joined by ``+``."""
+        return "+".join(source.name for source in self.sources)
+
+    @property
+    def crs(self) -> CRS:
+        """The CRS of the first (highest-priority) source."""
+        return self.sources[0].crs
+
+    @cached_property
+    def footprint(self) -> shapely.Geometry:
+        """Where any source holds data, in EPSG:4326."""
+        return shapely.union_all([source.footprint for source in self.sources])
+
+    def chip_crs(self, lon: float, lat: float) -> CRS:
+        """The CRS for chips near (lon, lat): the first source's CRS if it is projected (and not Web
+        Mercator), else the local UTM zone."""
+        if self.crs.is_projected and self.crs.to_epsg() not in WEB_MERCATOR_EPSG:
+            return self.crs
+        return local_utm(lon, lat)
+
+    def covered_cells(self, cells: Iterable[int]) -> np.ndarray:
+        """The cells whose hexagon overlaps the imagery footprint (an ``int64`` array, order kept).
+
+        Raises:
+            GeolinkError: no cell overlaps the imagery at all.
+        """
+        cells = np.asarray(list(cells), dtype=np.int64)
+        if not cells.size:
+            raise GeolinkError("no cells to read imagery for: the region is empty")
+        hexagons = cell_geometries(cells)
+        covered = cells[shapely.intersects(hexagons, self.footprint)]
+        if not covered.size:
+            region = _rounded(shapely.union_all(hexagons).bounds)
+            raise GeolinkError(
+                f"the region (lon/lat bounds {region}) misses the imagery {self.name} "
+                f"(lon/lat bounds {_rounded(self.footprint.bounds)}) entirely"
+            )
+        return covered
+
+    def read(self, spec: ChipSpec) -> Chip | None:
+        """The chip of ``spec`` from the mosaic, or ``None`` when no source holds a valid pixel in it.
+
+        Raises:
+            GeolinkError: a source cannot be read (e.g. a truncated file).
+        """
+        rgb = np.zeros((3, spec.size, spec.size), dtype=np.float32)
+        valid = np.zeros((spec.size, spec.size), dtype=bool)
+        used = []
+        for source in self.sources:
+            found = source.read(spec)
+            if found is None:
+                continue
+            source_rgb, source_valid = found
+            new = source_valid & ~valid
+            np.copyto(rgb, source_rgb, where=new)
+            valid |= new
+            used.append(source.name)
+            if self.mosaic == "first" or valid.all():
+                break
+        if not used:
+            return None
+        rgb -= IMAGENET_MEAN[:, None, None]
+        rgb /= IMAGENET_STD[:, None, None]
+        rgb[:, ~valid] = 0.0
+        return Chip(spec=spec, image=rgb, valid=valid, source="+".join(used))
+
+
+def open_imagery(
+    paths: str | os.PathLike | Sequence[str | os.PathLike],
+    *,
+    bands: Sequence[int] | None = None,
+    value_range: tuple[float, float] | None = None,
+    resampling: ResamplingName = "auto",
+    mosaic: MosaicMode = "fill",
+) -> ImagerySource:
+    """Open raster files and slippy-map tile folders (in priority order) as one :class:`ImagerySource`.
+
+    ``bands``, ``value_range`` and ``resampling`` apply to every source (see :class:`RasterSource`); build
+    ``ImagerySource([RasterSource(...), ...])`` yourself for per-source settings.
+
+    Raises:
+        GeolinkError: a path is missing, unreadable, has no CRS, or a folder holds no tiles.
+    """
+    if isinstance(paths, str | os.PathLike):
+        paths = [paths]
+    options = {"bands": bands, "value_range": value_range, "resampling": resampling}
+    sources = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            sources.append(open_tile_folder(path, **options))
+        elif path.is_file():
+            sources.append(RasterSource(path, **options))
+        else:
+            raise GeolinkError(f"imagery path {path} does not exist")
+    return ImagerySource(sources, mosaic=mosaic)
+
+
+def read_chips(
+    source: ImagerySource,
+    cells: Iterable[int],
+    crs: CRS,
+    *,
+    min_valid: float = 0.0,
+    tally: ChipTally | None = None,
+) -> Iterator[Chip]:
+    """Read the chip of each cell in ``crs``, skipping cells without imagery or with ``valid_fraction`` below
+    ``min_valid``; pass a :class:`ChipTally` to count (and list) the skipped cells."""
+    tally = tally if tally is not None else ChipTally()
+    for cell in cells:
+        chip = source.read(chip_for_cell(int(cell), crs))
+        if chip is None or chip.valid_fraction < min_valid:
+            if chip is None:
+                tally.no_imagery += 1
+            else:
+                tally.too_sparse += 1
+            tally.skipped_cells.append(int(cell))
+            continue
+        tally.read += 1
+        yield chip
+
+
+def _rounded(bounds: Sequence[float]) -> str:
+    return "(" + ", ".join(f"{value:.5f}" for value in bounds) + ")"

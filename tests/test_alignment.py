@@ -1,0 +1,168 @@
+"""An OSM building lands on its own pixels: labels burnt into the source's pixel grid and read through the
+chip path agree, to within one pixel, with the same buildings mapped by ``ChipSpec.to_chip_frame``.
+
+Real data: SpaceNet Atlanta (EPSG:32616 GeoTIFF, and a copy warped to EPSG:4326) and Kampala OpenAerialMap
+zoom-21 tiles (Web Mercator, chips in UTM 36N), both the shared originals and the bundled sample.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import rasterio
+import shapely
+from affine import Affine
+from rasterio.features import rasterize
+from rasterio.warp import calculate_default_transform, reproject
+from scipy.ndimage import binary_dilation
+
+from geolink_store.chips import ChipSpec, chip_for_cell
+from geolink_store.imagery import open_imagery
+from geolink_store.sample import kampala_sample
+from geolink_store.sources.xyz import find_tiles, tile_bounds
+from geolink_store.tiling import cell_lonlat, region_cells
+
+pytestmark = pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
+
+MIN_AGREEMENT = 0.99  # share of one mask's pixels within 1 px of the other mask
+MIN_BUILDINGS = 3  # per chip, so that each chip tests several buildings
+
+
+def agreement(a: np.ndarray, b: np.ndarray) -> float:
+    """Share of ``a``'s pixels that lie within one pixel (8-neighbourhood) of ``b``."""
+    return float((a & binary_dilation(b, structure=np.ones((3, 3), bool))).sum() / max(a.sum(), 1))
+
+
+def frame_mask(buildings: gpd.GeoSeries, spec: ChipSpec, shift_px: float = 0.0) -> np.ndarray:
+    """Buildings mapped into the chip frame by ``to_chip_frame`` and rasterised at the chip's size."""
+    frame = spec.to_chip_frame(buildings.to_crs(spec.crs).to_numpy())
+    frame = shapely.transform(frame, lambda xy: xy + shift_px / spec.size)
+    pixels = Affine.scale(1.0 / spec.size)  # pixel (col, row) -> frame (x, y)
+    return rasterize(((g, 1) for g in frame), out_shape=(spec.size, spec.size), transform=pixels).astype(bool)
+
+
+def chip_mask(label_paths: Path | list[Path], spec: ChipSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Labels (0 / 255) read through the imagery chip path: (building mask, valid mask)."""
+    chip = open_imagery(label_paths).read(spec)
+    assert chip is not None
+    return chip.rgb()[..., 0] >= 128, chip.valid
+
+
+def check_chips(label_paths, buildings: gpd.GeoSeries, cells: np.ndarray, crs, min_chips: int) -> None:
+    """Every chip with several buildings agrees with the frame mapping; a 3-pixel shift would not."""
+    tested = 0
+    for cell in cells:
+        spec = chip_for_cell(int(cell), crs)
+        inside = buildings[buildings.to_crs(spec.crs).within(spec.footprint)]
+        if len(inside) < MIN_BUILDINGS:
+            continue
+        from_pixels, valid = chip_mask(label_paths, spec)
+        if valid.mean() < 0.95:
+            continue
+        from_geometry = frame_mask(buildings, spec) & valid
+        from_pixels &= valid
+        assert from_pixels.sum() > 500
+        assert agreement(from_pixels, from_geometry) >= MIN_AGREEMENT, cell
+        assert agreement(from_geometry, from_pixels) >= MIN_AGREEMENT, cell
+        shifted = frame_mask(buildings, spec, shift_px=3.0) & valid
+        assert agreement(from_pixels, shifted) < 0.95  # the check can fail
+        tested += 1
+    assert tested >= min_chips
+
+
+def burn_geotiff(raster: Path, buildings: gpd.GeoDataFrame, out: Path) -> Path:
+    """The buildings rasterised (255) in the raster's own pixel grid, saved as a GeoTIFF."""
+    with rasterio.open(raster) as source:
+        profile = {**source.profile, "count": 1, "dtype": "uint8", "nodata": None}
+        shapes = buildings.to_crs(source.crs).geometry
+        burnt = rasterize(((g, 255) for g in shapes), out_shape=source.shape, transform=source.transform)
+    with rasterio.open(out, "w", **profile) as target:
+        target.write(burnt.astype(np.uint8), 1)
+    return out
+
+
+def burn_tiles(tile_folder: Path, buildings: gpd.GeoDataFrame, out: Path) -> Path:
+    """The buildings rasterised on each tile's own Web Mercator pixel grid, saved as same-named RGB tiles."""
+    out.mkdir()
+    shapes = list(buildings.to_crs("EPSG:3857").geometry)
+    for tile in find_tiles(tile_folder):
+        transform = rasterio.transform.from_bounds(*tile_bounds(tile.x, tile.y, tile.z), 256, 256)
+        burnt = rasterize(((g, 255) for g in shapes), out_shape=(256, 256), transform=transform, fill=0)
+        with rasterio.open(
+            out / f"OAM-{tile.x}-{tile.y}-{tile.z}.png",
+            "w",
+            driver="PNG",
+            width=256,
+            height=256,
+            count=3,
+            dtype="uint8",
+        ) as target:
+            target.write(np.repeat(burnt[None].astype(np.uint8), 3, axis=0))
+    return out
+
+
+@pytest.fixture(scope="module")
+def atlanta(shared_data: Path) -> tuple[Path, gpd.GeoDataFrame]:
+    folder = shared_data / "atlanta_spacenet"
+    return folder / "sample_geotiff.tif", gpd.read_file(folder / "geotiff_labels.geojson")
+
+
+def test_atlanta_building_on_its_pixels(atlanta, tmp_path: Path) -> None:
+    raster, buildings = atlanta
+    labels = burn_geotiff(raster, buildings, tmp_path / "labels.tif")
+    source = open_imagery(raster)
+    cells = source.covered_cells(region_cells(source.footprint, 10))
+    check_chips(labels, buildings.geometry, cells, source.chip_crs(*cell_lonlat(cells[:1])), min_chips=3)
+
+
+def test_atlanta_in_lonlat_building_on_its_pixels(atlanta, tmp_path: Path) -> None:
+    raster, buildings = atlanta
+    warped = tmp_path / "atlanta_4326.tif"
+    with rasterio.open(raster) as source:
+        transform, width, height = calculate_default_transform(
+            source.crs, "EPSG:4326", source.width, source.height, *source.bounds
+        )
+        profile = {
+            **source.profile,
+            "crs": "EPSG:4326",
+            "transform": transform,
+            "width": width,
+            "height": height,
+        }
+        with rasterio.open(warped, "w", **profile) as target:
+            reproject(
+                rasterio.band(source, 1),
+                rasterio.band(target, 1),
+                resampling=rasterio.enums.Resampling.bilinear,
+            )
+    labels = burn_geotiff(warped, buildings, tmp_path / "labels.tif")
+    source = open_imagery(warped)
+    cells = source.covered_cells(region_cells(source.footprint, 10))
+    lon, lat = cell_lonlat(cells[:1])
+    crs = source.chip_crs(lon[0], lat[0])
+    assert crs.to_epsg() == 32616  # a lon/lat raster gets chips in its local UTM zone
+    check_chips(labels, buildings.geometry, cells, crs, min_chips=3)
+
+
+def kampala_check(tile_folder: Path, buildings_file: Path, tmp_path: Path, min_chips: int) -> None:
+    buildings = gpd.read_file(buildings_file)
+    labels = burn_tiles(tile_folder, buildings, tmp_path / "labels")
+    source = open_imagery(tile_folder)
+    cells = source.covered_cells(region_cells(source.footprint, 11))
+    lon, lat = cell_lonlat(cells[:1])
+    crs = source.chip_crs(lon[0], lat[0])
+    assert crs.to_epsg() == 32636  # Web Mercator tiles get chips in the local UTM zone
+    check_chips(labels, buildings.geometry, cells, crs, min_chips=min_chips)
+
+
+def test_kampala_tiles_building_on_its_pixels(shared_data: Path, tmp_path: Path) -> None:
+    folder = shared_data / "kampala_oam"
+    kampala_check(folder, folder / "labels.geojson", tmp_path, min_chips=4)
+
+
+def test_bundled_sample_building_on_its_pixels(tmp_path: Path) -> None:
+    sample = kampala_sample()
+    kampala_check(sample.imagery, sample.osm, tmp_path, min_chips=2)

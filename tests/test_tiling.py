@@ -1,0 +1,159 @@
+"""Regions to H3 cells: bbox, vector files in any CRS, cell lists; hexagons, parents, children; bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import geopandas as gpd
+import h3
+import numpy as np
+import pytest
+import shapely
+
+from geolink_store.errors import GeolinkError
+from geolink_store.tiling import (
+    as_cells,
+    cell_geometries,
+    cell_lonlat,
+    children,
+    parents,
+    region_cells,
+    region_geometry,
+)
+
+BBOX = (32.5937, 0.3502, 32.5958, 0.3516)  # Kampala, about 230 x 155 m
+BBOX_TEXT = ",".join(map(str, BBOX))
+
+
+def test_bbox_cells_have_their_centres_inside() -> None:
+    cells = region_cells(BBOX_TEXT, 12)
+    assert cells.dtype == np.int64 and np.all(np.diff(cells) > 0)
+    assert all(h3.get_resolution(h3.int_to_str(int(c))) == 12 for c in cells)
+    lon, lat = cell_lonlat(cells)
+    assert shapely.contains_xy(shapely.box(*BBOX), lon, lat).all()
+    # ~36,000 m2 over ~307 m2 per res-12 cell
+    assert 90 <= len(cells) <= 140
+
+
+def test_touching_adds_the_cells_on_the_edge() -> None:
+    centred = region_cells(BBOX_TEXT, 12)
+    touching = region_cells(BBOX_TEXT, 12, touching=True)
+    assert set(centred) < set(touching)
+    assert shapely.intersects(cell_geometries(touching), shapely.box(*BBOX)).all()
+    lon, lat = cell_lonlat(np.setdiff1d(touching, centred))
+    assert not shapely.contains_xy(shapely.box(*BBOX), lon, lat).any()
+
+
+def test_region_too_small_for_a_cell_centre() -> None:
+    tiny = "32.59400,0.35000,32.59401,0.35001"
+    with pytest.raises(GeolinkError, match="no H3 cell centre"):
+        region_cells(tiny, 9)
+    assert len(region_cells(tiny, 9, touching=True)) == 1
+
+
+@pytest.mark.parametrize("name", ["region.geojson", "region.gpkg", "region.parquet"])
+def test_vector_file_in_any_crs(tmp_path: Path, name: str) -> None:
+    square = shapely.box(453_000, 38_600, 453_250, 38_800)  # metres in UTM 36N (EPSG:32636)
+    frame = gpd.GeoDataFrame({"name": ["a"]}, geometry=[square], crs="EPSG:32636")
+    path = tmp_path / name
+    frame.to_parquet(path) if name.endswith(".parquet") else frame.to_file(path)
+    in_lonlat = frame.to_crs("EPSG:4326").geometry[0]
+    cells = region_cells(path, 12)
+    assert np.array_equal(cells, region_cells(str(path), 12))
+    assert np.array_equal(cells, region_cells(in_lonlat, 12))
+    lon, lat = cell_lonlat(cells)
+    assert shapely.contains_xy(in_lonlat, lon, lat).all() and len(cells) > 100
+    assert region_geometry(path).equals_exact(in_lonlat, 1e-9)
+
+
+def test_cell_lists_in_any_form_and_resolution() -> None:
+    cells = region_cells(BBOX_TEXT, 12)[:5]
+    hex_ids = [h3.int_to_str(int(c)) for c in cells]
+    for given in (list(cells), hex_ids, ",".join(hex_ids), " ".join(hex_ids)):
+        assert np.array_equal(region_cells(given, 12), np.sort(cells))
+    assert np.array_equal(region_cells(hex_ids, 11), np.unique(parents(cells, 11)))
+    assert np.array_equal(region_cells(hex_ids, 13), np.sort(children(cells, 13)))
+    assert shapely.equals(region_geometry(",".join(hex_ids)), shapely.union_all(cell_geometries(cells)))
+
+
+def test_hexagons_parents_children() -> None:
+    cells = region_cells(BBOX_TEXT, 12)
+    hexagons = cell_geometries(cells)
+    lon, lat = cell_lonlat(cells)
+    assert all(len(h.exterior.coords) == 7 for h in hexagons)  # 6 vertices, closed
+    assert shapely.contains_xy(hexagons, lon, lat).all()
+    assert shapely.intersection_all(hexagons[:2]).area < 1e-15  # neighbours share an edge, no area
+    assert np.isclose(lat[0], h3.cell_to_latlng(h3.int_to_str(int(cells[0])))[0])
+
+    up = parents(cells, 10)
+    assert up.dtype == np.int64 and len(up) == len(cells)
+    assert all(
+        h3.cell_to_parent(h3.int_to_str(int(c)), 10) == h3.int_to_str(int(p))
+        for c, p in zip(cells, up, strict=True)
+    )
+    assert np.array_equal(parents(cells, 12), cells)
+
+    down = children(cells[:3], 14)
+    assert len(down) == 3 * 49 and down.dtype == np.int64
+    assert np.array_equal(parents(down, 12), np.repeat(cells[:3], 49))
+
+
+@pytest.mark.parametrize("res", [16, -1, 2.5, "9", True, None])
+def test_resolution_outside_0_to_15(res: object) -> None:
+    with pytest.raises(GeolinkError, match="0 to 15"):
+        region_cells(BBOX_TEXT, res)
+
+
+def test_hierarchy_direction_is_checked() -> None:
+    cells = region_cells(BBOX_TEXT, 12)[:2]
+    with pytest.raises(GeolinkError, match="parent resolution 13"):
+        parents(cells, 13)
+    with pytest.raises(GeolinkError, match="fine resolution 11"):
+        children(cells, 11)
+    with pytest.raises(GeolinkError, match="0 to 15"):
+        children(cells, 16)
+
+
+@pytest.mark.parametrize(
+    ("region", "message"),
+    [
+        ("1,2,3", "neither"),
+        ("kampala", "neither"),
+        ("10,5,5,6", "W < E"),
+        ("0,95,1,96", "S < N"),
+        ("missing.geojson", "does not exist"),
+        ([123, 456], "not a valid H3 cell"),
+        (["89283082803ffff", "zz"], "not a valid H3 cell"),
+        (shapely.Point(32.59, 0.35), "holds no polygon"),
+    ],
+)
+def test_bad_regions(region: object, message: str) -> None:
+    with pytest.raises(GeolinkError, match=message):
+        region_cells(region, 9)
+
+
+def test_bad_region_files(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.geojson"
+    junk.write_text("{not json")
+    with pytest.raises(GeolinkError, match="cannot read region file"):
+        region_cells(junk, 9)
+    points = tmp_path / "points.geojson"
+    gpd.GeoDataFrame(geometry=[shapely.Point(32.59, 0.35)], crs="EPSG:4326").to_file(points)
+    with pytest.raises(GeolinkError, match="holds no polygon"):
+        region_cells(points, 9)
+    no_crs = tmp_path / "no_crs.gpkg"
+    with pytest.warns(UserWarning, match="crs"):
+        gpd.GeoDataFrame(geometry=[shapely.box(*BBOX)]).to_file(no_crs)
+    with pytest.raises(GeolinkError, match="no CRS"):
+        region_cells(no_crs, 9)
+    empty = tmp_path / "empty.geojson"
+    empty.write_text('{"type": "FeatureCollection", "features": []}')
+    with pytest.raises(GeolinkError, match="no features"):
+        region_cells(empty, 9)
+
+
+def test_mixed_resolutions_are_refused() -> None:
+    cells = [int(region_cells(BBOX_TEXT, 12)[0]), int(region_cells(BBOX_TEXT, 11, touching=True)[0])]
+    with pytest.raises(GeolinkError, match="mix H3 resolutions"):
+        region_cells(cells, 12)
+    assert as_cells(cells).dtype == np.int64
