@@ -1,0 +1,108 @@
+"""Bulk encoding of the bundled real sample region (Kampala aerial tiles + OSM buildings) into a real LanceDB store."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from h3.api import basic_int as h3
+
+from geolink_store.errors import GeolinkError
+from geolink_store.pipeline import IngestSettings, ingest
+from geolink_store.sample import kampala_sample
+from geolink_store.store import Store
+from model import GeoLink, GeoLinkConfig
+
+SAMPLE = kampala_sample()
+SETTINGS = IngestSettings(res=SAMPLE.res, fine_res=SAMPLE.fine_res, batch_size=8)
+
+
+def _ingest(db: Path, **changes) -> object:
+    settings = IngestSettings(**{**SETTINGS.__dict__, **changes})
+    return ingest(str(db), SAMPLE.region, [str(SAMPLE.imagery)], str(SAMPLE.osm), settings=settings)
+
+
+def _rows(db: Path, table: str) -> dict[int, np.ndarray]:
+    data = Store.open(db).table(table).to_arrow()
+    return dict(zip(data["h3"].to_pylist(), np.stack(data["fused"].to_numpy(zero_copy_only=False)), strict=True))
+
+
+@pytest.fixture(scope="module")
+def clean_store(tmp_path_factory) -> Path:
+    db = tmp_path_factory.mktemp("clean") / "db"
+    report = _ingest(db)
+    assert report.cells_encoded == report.cells_in_region - report.cells_without_imagery - report.cells_too_sparse
+    return db
+
+
+def test_ingest_writes_cells_patches_and_model(clean_store: Path) -> None:
+    store = Store.open(clean_store)
+    cells = store.table("cells").to_arrow()
+    assert cells.num_rows > 50
+    assert set(cells["res"].to_pylist()) == {SAMPLE.res}
+    parents = cells[f"h3_r{SAMPLE.res - 1}"].to_pylist()
+    assert parents == [h3.cell_to_parent(c, SAMPLE.res - 1) for c in cells["h3"].to_pylist()]
+    with_osm = sum(n > 0 for n in cells["n_polygon"].to_pylist())
+    assert with_osm > cells.num_rows // 2  # Kampala's sample is densely built
+    assert cells["osm"].null_count == sum(n == 0 for n in cells["n_polygon"].to_pylist())
+    patches = store.table("patches").to_arrow()
+    assert all(h3.cell_to_parent(c, SAMPLE.res) == p for c, p in zip(patches["h3"].to_pylist(), patches["parent"].to_pylist(), strict=True))
+    assert patches.num_rows >= 5 * cells.num_rows  # most of the 7 children of each cell hold a patch centre
+    assert [m["model_id"] for m in store.models()] == cells["model_id"].unique().to_pylist()
+
+
+def test_reingest_replaces_instead_of_duplicating(clean_store: Path, tmp_path: Path) -> None:
+    db = tmp_path / "db"
+    _ingest(db)
+    report = _ingest(db, overwrite=True)
+    assert report.cells_encoded > 0
+    again, clean = _rows(db, "cells"), _rows(clean_store, "cells")
+    assert again.keys() == clean.keys() and Store.open(db).table("cells").count_rows() == len(clean)
+    resumed = _ingest(db)
+    assert resumed.cells_encoded == 0 and resumed.cells_already_stored == len(clean)
+
+
+WORKER = """
+import sys
+from geolink_store.pipeline import IngestSettings, ingest
+from geolink_store.sample import kampala_sample
+s = kampala_sample()
+ingest(sys.argv[1], s.region, [str(s.imagery)], str(s.osm),
+       settings=IngestSettings(res=s.res, fine_res=s.fine_res, batch_size=4))
+"""
+
+
+@pytest.mark.parametrize("delay", [3.0, 6.5])
+def test_sigkill_then_resume_gives_exactly_the_clean_rows(clean_store: Path, tmp_path: Path, delay: float) -> None:
+    db = tmp_path / "db"
+    worker = subprocess.Popen([sys.executable, "-c", WORKER, str(db)], stderr=subprocess.DEVNULL)
+    time.sleep(delay)
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.wait()
+    _ingest(db)
+    for table in ("cells", "patches"):
+        resumed, clean = _rows(db, table), _rows(clean_store, table)
+        assert resumed.keys() == clean.keys()
+        assert Store.open(db).table(table).count_rows() == len(clean)
+        for cell, vector in clean.items():
+            np.testing.assert_allclose(resumed[cell], vector, rtol=1e-4, atol=1e-5)
+
+
+def test_model_with_other_widths_is_refused(clean_store: Path, tmp_path: Path) -> None:
+    small = GeoLink(GeoLinkConfig(architecture="vit_small_patch16_224", timm_kwargs={"depth": 1}, osm_in_chans=384))
+    before = Store.open(clean_store).table("cells").count_rows()
+    with pytest.raises(GeolinkError, match="image vectors are 192-d but this model gives 384-d"):
+        ingest(str(clean_store), SAMPLE.region, [str(SAMPLE.imagery)], str(SAMPLE.osm), model=small, settings=SETTINGS)
+    assert Store.open(clean_store).table("cells").count_rows() == before
+
+
+def test_region_without_imagery(tmp_path: Path) -> None:
+    with pytest.raises(GeolinkError, match="misses the imagery"):
+        ingest(str(tmp_path / "db"), "10.0,10.0,10.01,10.01", [str(SAMPLE.imagery)], str(SAMPLE.osm), settings=SETTINGS)
+    assert not (tmp_path / "db").exists() or not any((tmp_path / "db").iterdir())
