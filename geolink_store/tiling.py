@@ -207,7 +207,8 @@ def _read_region_file(path: Path) -> shapely.Geometry:
         raise GeolinkError(f"region file {path} holds no features")
     if frame.crs is None:
         raise GeolinkError(f"region file {path} has no CRS; save it with one (e.g. EPSG:4326)")
-    return _polygonal(frame.to_crs(WGS84).geometry.union_all(), f"region file {path}")
+    repaired = shapely.make_valid(frame.to_crs(WGS84).geometry.values)  # self-intersections break the union
+    return _polygonal(shapely.union_all(repaired), f"region file {path}")
 
 
 def _polygonal(geometry: shapely.Geometry, what: str) -> shapely.Geometry:
