@@ -46,12 +46,20 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return model.eval()
 
 
-def save_checkpoint(model: GeoLink, path: str | Path) -> Path:
-    """Write ``model`` as one ``.safetensors`` file (config in its metadata), atomically."""
+def save_checkpoint(model: GeoLink, path: str | Path, dtype: torch.dtype | None = None) -> Path:
+    """Write ``model`` as one ``.safetensors`` file (config in its metadata), atomically.
+
+    ``dtype`` (e.g. ``torch.float16``) stores floating tensors at lower precision to halve the file; loading casts
+    them back to the model's parameter dtype.
+    """
     path = Path(path)
     if path.suffix != ".safetensors":
         raise CheckpointError(f"our checkpoints are .safetensors files, got {path.name}")
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if not k.startswith(_ALIAS[0])}
+    state = {
+        k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().contiguous()
+        for k, v in model.state_dict().items()
+        if not k.startswith(_ALIAS[0])
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as tmp:
         tmp_path = Path(tmp.name)

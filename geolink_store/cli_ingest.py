@@ -1,0 +1,76 @@
+"""``geolink ingest`` and ``geolink demo``: encode a region into a store (the demo: the bundled sample, offline)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+from tqdm import tqdm
+
+
+def _progress_bar(total: int) -> Callable[[int], None]:
+    """A tqdm bar on stderr (cells/s) advanced by the number of cells each batch finished."""
+    bar = tqdm(total=total, desc="encoding", unit="cell", dynamic_ncols=True)
+
+    def advance(done: int) -> None:
+        bar.update(done)
+        if bar.n >= total:
+            bar.close()
+
+    return advance
+
+
+def _summary(report) -> str:
+    return (
+        f"{report.cells_encoded} cells encoded ({report.cells_per_s:.1f} cells/s), "
+        f"{report.cells_with_osm} with OSM, {report.patches_written} patch rows; "
+        f"{report.cells_already_stored} already stored, {report.cells_without_imagery} without imagery, "
+        f"{report.cells_too_sparse} with too little imagery; model {report.model_id}"
+    )
+
+
+@click.command("ingest", epilog="Example: geolink ingest --db store --region 32.59,0.35,32.60,0.36 "
+                                "--imagery tiles/ --osm kampala.osm.pbf --res 12")
+@click.option("--db", required=True, help="Store directory (created if absent).")
+@click.option("--region", required=True, help="W,S,E,N in degrees, a GeoJSON/GPKG/GeoParquet file, or H3 cells.")
+@click.option("--imagery", required=True, multiple=True, help="GeoTIFF/COG or slippy-map tile folder; repeatable "
+                                                              "(a mosaic, in priority order).")
+@click.option("--osm", required=True, help="OSM PBF, GeoJSON/GPKG/GeoParquet, or an official example folder.")
+@click.option("--res", type=click.IntRange(0, 15), default=9, show_default=True, help="H3 resolution of the cells.")
+@click.option("--fine-res", type=click.IntRange(0, 15), default=None, help="Resolution of patch cells [res + 2].")
+@click.option("--model", "checkpoint", type=click.Path(), help="Checkpoint (official .pth or ours); default: bundled.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--min-valid", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="Skip cells whose chip holds less than this share of valid imagery.")
+@click.option("--overwrite", is_flag=True, help="Re-encode cells already stored for this model (default: resume).")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def ingest_command(db: str, region: str, imagery: tuple[str, ...], osm: str, res: int, fine_res: int | None,
+                   checkpoint: str | None, batch_size: int, min_valid: float, overwrite: bool, fmt: str) -> None:
+    """Encode every cell of a region into the store: image, OSM and fused vectors per cell and per patch."""
+    from model import GeoLink
+
+    from .pipeline import IngestSettings, ingest
+
+    settings = IngestSettings(res=res, fine_res=fine_res, batch_size=batch_size, min_valid=min_valid,
+                              overwrite=overwrite)
+    model = GeoLink.from_checkpoint(checkpoint) if checkpoint else GeoLink.default()
+    report = ingest(db, region, list(imagery), osm, model=model,
+                    model_name=Path(checkpoint).name if checkpoint else "default", settings=settings,
+                    progress=_progress_bar)
+    if fmt == "json":
+        click.echo(json.dumps({k: v for k, v in vars(report).items() if k != "skipped_cells"}
+                              | {"cells_per_s": report.cells_per_s}))
+    else:
+        click.echo(_summary(report))
+
+
+@click.command("demo")
+@click.option("--out", type=click.Path(file_okay=False), default="geolink-demo", show_default=True,
+              help="Folder for the store and the maps.")
+def demo_command(out: str) -> None:
+    """The main job on the bundled sample region, offline: ingest, search, SQL, maps."""
+    from .demo import run_demo
+
+    run_demo(Path(out), _progress_bar)

@@ -1,0 +1,45 @@
+"""Export a store table to GeoParquet (EPSG:4326), hexagons as geometry, vectors as float lists."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import geopandas as gpd
+import pandas as pd
+
+from geolink_store import tiling
+from geolink_store.errors import GeolinkError
+from geolink_store.store import H3_COLUMN, MODEL_COLUMN, Store, sql_string
+
+
+def export_table(store: Store, table: str, out: str | os.PathLike, *, model_id: str | None = None) -> int:
+    """Write ``table`` (optionally one model's rows) to ``out``; returns the number of rows written.
+
+    Tables with a ``geometry`` (WKB) column keep it; tables with only an ``h3`` column (``patches``) get the
+    cells' hexagons; other tables (``models``) are written as plain Parquet.
+
+    Raises:
+        GeolinkError: unknown table or model, or an output path whose folder does not exist.
+    """
+    out = Path(out)
+    if not out.parent.is_dir():
+        raise GeolinkError(f"output folder {out.parent} does not exist")
+    target = store.table(table)
+    query = target.search()
+    if model_id is not None:
+        query = query.where(f"{MODEL_COLUMN} = {sql_string(model_id)}")
+    rows = query.limit(None).to_arrow()
+    if model_id is not None and rows.num_rows == 0:
+        raise GeolinkError(f"table {table!r} has no rows for model {model_id!r}")
+    if "geometry" in rows.column_names:
+        geometry = gpd.GeoSeries.from_wkb(rows["geometry"].to_pylist(), crs=tiling.WGS84)
+        rows = rows.drop_columns(["geometry"])
+    elif H3_COLUMN in rows.column_names:
+        geometry = gpd.GeoSeries(tiling.cell_geometries(rows[H3_COLUMN].to_numpy()), crs=tiling.WGS84)
+    else:
+        rows.to_pandas().to_parquet(out, index=False)
+        return rows.num_rows
+    frame: pd.DataFrame = rows.to_pandas()
+    gpd.GeoDataFrame(frame, geometry=geometry, crs=tiling.WGS84).to_parquet(out, index=False)
+    return rows.num_rows

@@ -1,0 +1,178 @@
+"""Heads trained straight from stored vectors, saved in the ``heads`` table, applied into ``predictions``.
+
+No re-encoding: a head reads the vectors of one model from ``cells`` (or fine-grained ``patches``), joined to the
+user's labels by H3 id. Heads remember their model, table, modality and width, and refuse another model's vectors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pyarrow as pa
+
+from .errors import GeolinkError
+from .heads import Head, HeadKind, SplitKind, classification_metrics, random_split, spatial_split, train_head
+from .labels import RASTER_SUFFIXES, CellLabels, raster_labels, read_labels
+from .store import H3_COLUMN, MODEL_COLUMN, Store, sql_string
+
+Modality = Literal["image", "osm", "fused", "concat"]
+HEADS_SCHEMA = pa.schema([
+    pa.field("head_id", pa.string(), nullable=False),
+    pa.field(MODEL_COLUMN, pa.string(), nullable=False),
+    pa.field("table", pa.string(), nullable=False),
+    pa.field("modality", pa.string(), nullable=False),
+    pa.field("kind", pa.string(), nullable=False),
+    pa.field("dim", pa.int32(), nullable=False),
+    pa.field("classes", pa.string(), nullable=False),  # JSON list
+    pa.field("metrics", pa.string(), nullable=False),  # JSON object
+    pa.field("weights", pa.binary(), nullable=False),  # safetensors bytes
+    pa.field("labels", pa.string(), nullable=False),  # the labels file and column it was trained on
+    pa.field("created", pa.timestamp("us", tz="UTC"), nullable=False),
+])
+
+
+@dataclass(frozen=True)
+class TrainedHead:
+    """A head trained from the store and where it was saved."""
+
+    head_id: str
+    metrics: dict
+    dropped: dict[str, int]
+
+
+def train_from_store(
+    store: Store,
+    labels_path: str | Path,
+    label_column: str,
+    *,
+    modality: Modality = "fused",
+    kind: HeadKind = "linear",
+    split: SplitKind = "spatial",
+    model_id: str | None = None,
+    min_share: float = 0.5,
+    test_fraction: float = 0.25,
+    seed: int = 0,
+) -> TrainedHead:
+    """Join labels to stored vectors, split (spatially by default), train, evaluate, and save the head.
+
+    A label raster (GeoTIFF, a class per pixel) is joined to the fine-grained ``patches`` by pixel majority and
+    trains a segmentation head on patch vectors; other label files label ``cells``.
+    """
+    labels_path = Path(labels_path)
+    is_raster = labels_path.suffix.lower() in RASTER_SUFFIXES
+    table = "patches" if is_raster else "cells"
+    model_id = store.default_model(model_id, table)
+    cells, vectors = stored_vectors(store, table, model_id, modality)
+    if is_raster:
+        labels = raster_labels(labels_path, cells)
+    else:
+        labels = read_labels(labels_path, label_column, store.resolution(model_id), min_share=min_share)
+    rows, names, dropped = _join(labels, cells)
+    usable = ~np.isnan(vectors[rows]).any(axis=1)
+    if not usable.all():
+        dropped["labelled cells without OSM"] = int((~usable).sum())
+    rows, names = rows[usable], names[usable]
+    classes = sorted(set(names.tolist()))
+    if len(classes) < 2:
+        raise GeolinkError(f"the labels matched to stored cells hold a single class ({classes}): a head needs two or more")
+    y = np.searchsorted(classes, names)
+    x = vectors[rows]
+    parts = spatial_split(cells[rows], test_fraction, seed=seed) if split == "spatial" else random_split(len(rows), test_fraction, seed)
+    head = train_head(x[parts.train], y[parts.train], classes, kind=kind, seed=seed)
+    predicted, _ = head.predict(x[parts.test])
+    metrics = classification_metrics(y[parts.test], predicted, classes) | {
+        "split": split, "train": int(parts.train.sum()), "test": int(parts.test.sum()), "table": table,
+        "modality": modality, "kind": kind,
+    }
+    weights = head.to_bytes()
+    head_id = hashlib.sha256(b"|".join([model_id.encode(), table.encode(), modality.encode(), kind.encode(),
+                                        f"{labels_path.name}:{label_column}".encode(), weights])).hexdigest()[:12]
+    row = {
+        "head_id": [head_id], MODEL_COLUMN: [model_id], "table": [table], "modality": [modality], "kind": [kind],
+        "dim": [x.shape[1]], "classes": [json.dumps(classes)], "metrics": [json.dumps(metrics)], "weights": [weights],
+        "labels": [f"{labels_path.name}:{label_column}"], "created": [datetime.now(timezone.utc)],
+    }
+    store.upsert("heads", pa.Table.from_pydict(row, schema=HEADS_SCHEMA))
+    return TrainedHead(head_id=head_id, metrics=metrics, dropped=dropped | labels.dropped)
+
+
+def stored_vectors(store: Store, table: str, model_id: str, modality: Modality) -> tuple[np.ndarray, np.ndarray]:
+    """The H3 ids and (N, D) float32 vectors of one model; ``concat`` joins image, OSM and fused vectors.
+
+    Missing OSM vectors are NaN rows for ``osm`` and zeros inside ``concat``.
+    """
+    columns = ["image", "osm", "fused"] if modality == "concat" else [modality]
+    if table == "patches" and "osm" in columns:
+        raise GeolinkError("patches hold image and fused vectors only: use --modality image or fused")
+    data = (store.table(table).search().where(f"{MODEL_COLUMN} = {sql_string(model_id)}")
+            .select([H3_COLUMN, *columns]).limit(None).to_arrow())
+    blocks = []
+    for column in columns:
+        values = data[column].combine_chunks()
+        matrix = values.values.to_numpy(zero_copy_only=False).reshape(len(values), -1).astype(np.float32)
+        matrix[~values.is_valid().to_numpy(zero_copy_only=False)] = 0.0 if modality == "concat" else np.nan
+        blocks.append(matrix)
+    return data[H3_COLUMN].to_numpy(), np.concatenate(blocks, axis=1)
+
+
+def _join(labels: CellLabels, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    """Rows of ``cells`` for each labelled cell found there, their label, and how many labels fell outside."""
+    order = np.argsort(cells)
+    position = np.searchsorted(cells[order], labels.cells).clip(max=max(0, cells.size - 1))
+    found = cells[order][position] == labels.cells if cells.size else np.zeros(labels.cells.size, dtype=bool)
+    outside = int((~found).sum())
+    if not found.any():
+        raise GeolinkError(f"none of the {labels.cells.size} labelled cells is in the store for this model")
+    return order[position[found]], labels.labels[found], {"labels outside the store's cells": outside} if outside else {}
+
+
+def load_head(store: Store, head_id: str) -> tuple[dict, Head]:
+    """A saved head's row (without weights) and the head itself."""
+    found = store.table("heads").search().where(f"head_id = {sql_string(head_id)}").limit(1).to_arrow().to_pylist()
+    if not found:
+        raise GeolinkError(f"no head {head_id!r} in {store.path} (see `geolink heads list`)")
+    row = found[0]
+    classes = json.loads(row["classes"])
+    head = Head.from_bytes(row.pop("weights"), row["kind"], row["dim"], classes)
+    return row | {"classes": classes, "metrics": json.loads(row["metrics"])}, head
+
+
+def predict_from_store(store: Store, head_id: str, model_id: str | None = None) -> pa.Table:
+    """Apply a head to every stored cell (or patch) of its model and upsert the ``predictions`` table."""
+    row, head = load_head(store, head_id)
+    if model_id is not None and model_id != row[MODEL_COLUMN]:
+        raise GeolinkError(
+            f"head {head_id} was trained on model {row[MODEL_COLUMN]}'s vectors and cannot read model {model_id}'s"
+        )
+    store.default_model(row[MODEL_COLUMN], row["table"])
+    cells, vectors = stored_vectors(store, row["table"], row[MODEL_COLUMN], row["modality"])
+    if vectors.shape[1] != head.dim:
+        raise GeolinkError(f"head {head_id} takes {head.dim}-d vectors but the store's are {vectors.shape[1]}-d")
+    usable = ~np.isnan(vectors).any(axis=1)
+    predicted, probabilities = head.predict(vectors[usable])
+    classes = np.array(row["classes"])
+    table = pa.Table.from_pydict({
+        "head_id": [head_id] * int(usable.sum()),
+        H3_COLUMN: cells[usable],
+        "label": classes[predicted].tolist(),
+        "score": probabilities.max(axis=1).astype(np.float32),
+        "probabilities": pa.FixedSizeListArray.from_arrays(pa.array(probabilities.astype(np.float32).ravel()),
+                                                           len(classes)),
+        MODEL_COLUMN: [row[MODEL_COLUMN]] * int(usable.sum()),
+    })
+    store.upsert("predictions", table)
+    return table
+
+
+def list_heads(store: Store) -> list[dict]:
+    """Every saved head (metrics parsed, weights left out)."""
+    if "heads" not in store.table_names():
+        return []
+    rows = store.table("heads").search().select([f for f in HEADS_SCHEMA.names if f != "weights"]).limit(None)
+    return [r | {"classes": json.loads(r["classes"]), "metrics": json.loads(r["metrics"])} for r in rows.to_arrow().to_pylist()]

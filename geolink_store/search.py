@@ -1,0 +1,260 @@
+"""Similarity search over stored cell vectors: "cells like these", optionally inside an area or a parent cell.
+
+The query is the mean vector of one or more cells (given as H3 ids, a lon/lat point, or the features of a
+GeoJSON). The spatial filter runs BEFORE the top-k (Lance prefilter), so a result always holds the k nearest
+cells inside the area, never a truncated post-filtered list; the query cells themselves are excluded.
+
+Exact or approximate: a table without an ANN index, and any filter that keeps at most :data:`EXACT_MAX_ROWS`
+rows, is searched exactly (flat scan of the filtered rows). Otherwise the IVF_HNSW_SQ index is used with
+``nprobes`` partitions, HNSW ``ef`` = :data:`EF` and a ``refine_factor`` re-ranking on the full float32
+vectors (measured on 1M clustered 256-d rows, 2 cores: recall@10 0.98 at p50 5.3 ms); if an IVF prefilter ever
+leaves fewer than ``k`` rows, the search is redone exactly.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Literal
+
+import geopandas as gpd
+import h3.api.basic_int as h3
+import numpy as np
+import pyarrow as pa
+import shapely
+
+from geolink_store import tiling
+from geolink_store.errors import GeolinkError
+from geolink_store.store import H3_COLUMN, METRIC, MODEL_COLUMN, Store, parent_column, sql_string
+
+Modality = Literal["image", "osm", "fused"]
+MODALITIES: tuple[str, ...] = ("image", "osm", "fused")
+RESULT_COLUMNS = [H3_COLUMN, "lon", "lat", "res", MODEL_COLUMN, "geometry", "_distance"]
+EXACT_MAX_ROWS = 20_000
+NPROBES = 10
+REFINE_FACTOR = 3
+EF = 100
+
+
+def parse_cells(text: str | int | Iterable[str | int]) -> np.ndarray:
+    """H3 ids from hex strings or integers (one value, a comma-separated string, or an iterable) as ``int64``.
+
+    Raises:
+        GeolinkError: an id is not a valid H3 cell.
+    """
+    if isinstance(text, str):
+        text = [token for token in text.split(",") if token.strip()]
+    elif isinstance(text, int | np.integer):
+        text = [text]
+    values = [token.strip() if isinstance(token, str) else token for token in text]
+    values = [int(token) if isinstance(token, str) and token.isdigit() else token for token in values]
+    cells = tiling.as_cells(values)
+    if cells.size == 0:
+        raise GeolinkError("no H3 cell given")
+    return cells
+
+
+def cell_at(lon: float, lat: float, res: int) -> int:
+    """The H3 cell at ``res`` containing a lon/lat point (degrees, EPSG:4326)."""
+    if not (-180 <= lon <= 180 and -90 <= lat <= 90):
+        raise GeolinkError(f"point ({lon}, {lat}) is not a lon,lat pair in degrees")
+    return int(h3.latlng_to_cell(lat, lon, res))
+
+
+def cells_of_features(path: str | os.PathLike, res: int) -> np.ndarray:
+    """The cells at ``res`` of each feature in a vector file: cells whose centre lies in a polygon, and the
+    cell holding each point, line vertex or small polygon's representative point."""
+    try:
+        frame = gpd.read_file(path)
+    except Exception as error:  # pyogrio raises several types for unreadable files
+        raise GeolinkError(f"cannot read {path}: {error}") from error
+    if frame.empty:
+        raise GeolinkError(f"{path} holds no features")
+    geometries = frame.to_crs(tiling.WGS84).geometry if frame.crs else frame.geometry
+    cells: list[int] = []
+    for geometry in geometries:
+        if geometry is None or geometry.is_empty:
+            continue
+        inside = []
+        if geometry.geom_type in ("Polygon", "MultiPolygon"):
+            inside = h3.h3shape_to_cells_experimental(h3.geo_to_h3shape(geometry), res, contain="center")
+        if not inside:
+            points = shapely.get_coordinates(geometry) if geometry.geom_type != "Polygon" else []
+            points = points if len(points) else shapely.get_coordinates(geometry.representative_point())
+            inside = [h3.latlng_to_cell(lat, lon, res) for lon, lat in points]
+        cells.extend(inside)
+    if not cells:
+        raise GeolinkError(f"{path} holds no geometry")
+    return np.unique(np.asarray(cells, dtype=np.int64))
+
+
+def spatial_filter(
+    within: str | os.PathLike | shapely.Geometry | None,
+    parent: str | int | None,
+    res: int,
+) -> str | None:
+    """A Lance SQL filter keeping cells whose centre lies in ``within`` (``W,S,E,N`` or a vector file) or
+    that descend from ``parent``; None when neither is given."""
+    if within is not None and parent is not None:
+        raise GeolinkError("give either --within or --parent, not both")
+    if parent is not None:
+        (cell,) = parse_cells(parent if isinstance(parent, str | int) else [parent])
+        parent_res = h3.get_resolution(int(cell))
+        if parent_res >= res:
+            raise GeolinkError(
+                f"parent cell {h3.int_to_str(int(cell))} has resolution {parent_res}; "
+                f"it must be coarser than the store's resolution {res}"
+            )
+        return f"{parent_column(parent_res)} = {int(cell)}"
+    if within is None:
+        return None
+    area = tiling.region_geometry(within)
+    if area.equals(shapely.box(*area.bounds)):
+        west, south, east, north = area.bounds
+        return f"lon >= {west!r} AND lon <= {east!r} AND lat >= {south!r} AND lat <= {north!r}"
+    cells = h3.h3shape_to_cells_experimental(h3.geo_to_h3shape(area), res, contain="center")
+    if not cells:
+        return f"{H3_COLUMN} < 0"  # no cell centre inside: nothing matches
+    compact = h3.compact_cells(cells)
+    by_res: dict[int, list[int]] = {}
+    for cell in compact:
+        by_res.setdefault(h3.get_resolution(int(cell)), []).append(int(cell))
+    column = {r: (H3_COLUMN if r == res else parent_column(r)) for r in by_res}
+    return " OR ".join(f"{column[r]} IN ({', '.join(map(str, ids))})" for r, ids in sorted(by_res.items()))
+
+
+def search(
+    store: Store,
+    *,
+    cells: str | int | Sequence[str | int] | None = None,
+    lonlat: tuple[float, float] | None = None,
+    like_file: str | os.PathLike | None = None,
+    modality: Modality = "fused",
+    k: int = 10,
+    within: str | os.PathLike | None = None,
+    parent: str | int | None = None,
+    model_id: str | None = None,
+    nprobes: int = NPROBES,
+    refine_factor: int = REFINE_FACTOR,
+) -> gpd.GeoDataFrame:
+    """The ``k`` stored cells nearest (cosine distance) to the mean vector of the query cells.
+
+    Args:
+        store: an open store with a ``cells`` table.
+        cells: H3 ids (hex or int; several are averaged into one query).
+        lonlat: a point (degrees); the query is the store cell containing it.
+        like_file: a GeoJSON (or any vector file) whose features' stored cells are averaged.
+        modality: which vector column to compare.
+        k: number of results.
+        within: ``W,S,E,N`` bbox (degrees) or a polygon file: keep cells whose centre lies inside.
+        parent: keep descendants of this coarser H3 cell.
+        model_id: whose vectors to use; defaults to the table's only model.
+        nprobes: IVF partitions probed (more: better recall, slower).
+        refine_factor: re-rank ``k * refine_factor`` index candidates with full vectors (more: better recall).
+
+    Returns:
+        A GeoDataFrame (EPSG:4326, hexagon geometry) with ``h3``, ``h3_hex``, ``distance``, ``lon``, ``lat``,
+        ``res``, ``model_id``, nearest first, plus ``attrs["query_cells"]`` (int64 ids).
+
+    Raises:
+        GeolinkError: no or several query kinds, invalid or unstored cells, unknown modality, bad filters.
+    """
+    if sum(given is not None for given in (cells, lonlat, like_file)) != 1:
+        raise GeolinkError("give exactly one query: --cell, --lonlat or --like-file")
+    if modality not in MODALITIES:
+        raise GeolinkError(f"modality must be one of {', '.join(MODALITIES)}, got {modality!r}")
+    if k < 1:
+        raise GeolinkError(f"k must be at least 1, got {k}")
+    table = store.table("cells")
+    model_id = store.default_model(model_id)
+    res = store.resolution(model_id)
+    if cells is not None:
+        query_cells = parse_cells(cells)
+    elif lonlat is not None:
+        query_cells = np.array([cell_at(*lonlat, res)], dtype=np.int64)
+    else:
+        query_cells = cells_of_features(Path(like_file), res)
+    area = spatial_filter(within, parent, res)
+    query = _query_vector(
+        table, query_cells, modality, model_id, required=cells is not None or lonlat is not None
+    )
+    model_filter = f"{MODEL_COLUMN} = {sql_string(model_id)}"
+    where = " AND ".join(
+        part
+        for part in (model_filter, f"({area})" if area else None, f"{H3_COLUMN} NOT IN ({_ids(query_cells)})")
+        if part
+    )
+    indexed = any(modality in index.columns for index in table.list_indices())
+    candidates = table.count_rows(where) if indexed and area else None  # an area may leave few rows
+    exact = not indexed or (candidates is not None and candidates <= EXACT_MAX_ROWS)
+    found = nearest(
+        table, query, modality, where, k, exact=exact, nprobes=nprobes, refine_factor=refine_factor
+    )
+    if not exact and found.num_rows < k and (candidates is None or found.num_rows < candidates):
+        found = nearest(
+            table, query, modality, where, k, exact=True, nprobes=nprobes, refine_factor=refine_factor
+        )
+    return _to_frame(found, query_cells)
+
+
+def _ids(cells: np.ndarray) -> str:
+    return ", ".join(str(int(cell)) for cell in cells)
+
+
+def _query_vector(table, cells: np.ndarray, modality: str, model_id: str, *, required: bool) -> np.ndarray:
+    rows = (
+        table.search()
+        .where(f"{MODEL_COLUMN} = {sql_string(model_id)} AND {H3_COLUMN} IN ({_ids(cells)})")
+        .select([H3_COLUMN, modality])
+        .limit(None)
+        .to_arrow()
+    )
+    stored = set(rows[H3_COLUMN].to_pylist())
+    missing = [h3.int_to_str(int(cell)) for cell in cells if int(cell) not in stored]
+    if missing and (required or not stored):
+        raise GeolinkError(
+            f"H3 cell {missing[0]} ({h3.str_to_int(missing[0])}) is not in the store for model {model_id!r}"
+            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+        )
+    vectors = rows[modality]
+    if vectors.null_count:
+        raise GeolinkError(
+            f"query cell(s) have no {modality!r} vector (e.g. no OSM there); use another modality"
+        )
+    matrix = np.stack(vectors.to_numpy(zero_copy_only=False)).astype(np.float32)
+    matrix /= np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
+    return matrix.mean(axis=0)
+
+
+def nearest(
+    table,
+    query: np.ndarray,
+    modality: str,
+    where: str | None,
+    k: int,
+    *,
+    exact: bool,
+    nprobes: int = NPROBES,
+    refine_factor: int = REFINE_FACTOR,
+) -> pa.Table:
+    """The ``k`` rows of a LanceDB table nearest to a vector, ``where`` applied as a prefilter (Arrow, with
+    ``_distance``); exact (flat) or through the ANN index with the given parameters."""
+    builder = table.search(query, vector_column_name=modality).metric(METRIC).select(RESULT_COLUMNS).limit(k)
+    if where:
+        builder = builder.where(where, prefilter=True)
+    if exact:
+        builder = builder.bypass_vector_index()
+    else:
+        builder = builder.nprobes(nprobes).refine_factor(refine_factor).ef(EF)
+    return builder.to_arrow()
+
+
+def _to_frame(found: pa.Table, query_cells: np.ndarray) -> gpd.GeoDataFrame:
+    found = found.sort_by("_distance")
+    geometry = gpd.GeoSeries.from_wkb(found["geometry"].to_pylist(), crs=tiling.WGS84)
+    frame = found.drop_columns(["geometry"]).rename_columns({"_distance": "distance"}).to_pandas()
+    frame.insert(1, "h3_hex", [h3.int_to_str(int(cell)) for cell in frame[H3_COLUMN]])
+    result = gpd.GeoDataFrame(frame, geometry=geometry, crs=tiling.WGS84)
+    result.attrs["query_cells"] = [int(cell) for cell in query_cells]
+    return result
