@@ -80,7 +80,7 @@ def _from_vector(path: Path, label_column: str, res: int, min_share: float) -> C
     points = parts[parts.geom_type == "Point"]
     polygons = parts[parts.geom_type == "Polygon"]
     votes = [pd.DataFrame({
-        "h3": [h3.latlng_to_cell(p.y, p.x, res) for p in points.geometry],
+        "h3": np.array([h3.latlng_to_cell(p.y, p.x, res) for p in points.geometry], dtype=np.int64),
         "label": points[label_column].astype(str).to_numpy(),
         "weight": 1.0,
     })]
@@ -97,7 +97,7 @@ def _polygon_votes(polygons: gpd.GeoDataFrame, label_column: str, res: int, min_
         for cell in h3.h3shape_to_cells_experimental(shape, res, contain="overlap"):
             rows.append((cell, label, geometry))
     if not rows:
-        return pd.DataFrame(columns=["h3", "label", "weight"])
+        return pd.DataFrame({"h3": np.empty(0, np.int64), "label": np.empty(0, object), "weight": np.empty(0)})
     cells = np.array([r[0] for r in rows], dtype=np.int64)
     hexagons = gpd.GeoSeries(cell_geometries(cells), crs=WGS84)
     covers = gpd.GeoSeries([r[2] for r in rows], crs=WGS84)

@@ -1,0 +1,101 @@
+"""Heads trained straight from a real store (the bundled Kampala sample) and the ``geolink heads`` commands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pytest
+import shapely
+from click.testing import CliRunner
+from h3.api import basic_int as h3
+
+from geolink_store.cli import main
+from geolink_store.errors import GeolinkError
+from geolink_store.head_store import list_heads, predict_from_store, train_from_store
+from geolink_store.pipeline import IngestSettings, ingest
+from geolink_store.sample import kampala_sample
+from geolink_store.store import Store
+from geolink_store.tiling import cell_geometries
+
+SAMPLE = kampala_sample()
+
+
+@pytest.fixture(scope="module")
+def store_path(tmp_path_factory) -> Path:
+    db = tmp_path_factory.mktemp("heads") / "db"
+    ingest(str(db), SAMPLE.region, [str(SAMPLE.imagery)], str(SAMPLE.osm),
+           settings=IngestSettings(res=SAMPLE.res, fine_res=SAMPLE.fine_res))
+    return db
+
+
+@pytest.fixture(scope="module")
+def presence_csv(store_path: Path, tmp_path_factory) -> Path:
+    """Building presence per stored cell from the real OSM buildings: 'built' if buildings cover >= 25 %."""
+    cells = np.array(Store.open(store_path).table("cells").to_arrow()["h3"].to_pylist())
+    buildings = gpd.read_file(SAMPLE.osm).to_crs(32636)
+    hexagons = gpd.GeoSeries(cell_geometries(cells), crs=4326).to_crs(32636).values
+    share = shapely.area(shapely.intersection(hexagons, shapely.union_all(shapely.make_valid(buildings.geometry.values))))
+    share /= shapely.area(hexagons)
+    path = tmp_path_factory.mktemp("labels") / "presence.csv"
+    pd.DataFrame({"h3": [f"{c:x}" for c in cells], "label": np.where(share >= 0.25, "built", "open")}).to_csv(path, index=False)
+    return path
+
+
+def test_train_predict_and_list(store_path: Path, presence_csv: Path) -> None:
+    store = Store.open(store_path)
+    trained = train_from_store(store, presence_csv, "label", modality="fused", kind="linear", split="random")
+    metrics = trained.metrics
+    assert metrics["test"] > 0 and metrics["train"] + metrics["test"] == store.table("cells").count_rows()
+    assert set(metrics["per_class_f1"]) == {"built", "open"} and 0 <= metrics["macro_f1"] <= 1
+    assert "majority_baseline" in metrics
+    predictions = predict_from_store(store, trained.head_id)
+    assert predictions.num_rows == store.table("cells").count_rows()
+    assert set(predictions["label"].to_pylist()) <= {"built", "open"}
+    assert store.table("predictions").count_rows() == predictions.num_rows
+    predict_from_store(store, trained.head_id)  # idempotent
+    assert store.table("predictions").count_rows() == predictions.num_rows
+    assert trained.head_id in [h["head_id"] for h in list_heads(store)]
+    with pytest.raises(GeolinkError, match="cannot read model other"):
+        predict_from_store(store, trained.head_id, model_id="other")
+
+
+def test_labels_outside_the_store_are_counted(store_path: Path, presence_csv: Path, tmp_path: Path) -> None:
+    labels = pd.read_csv(presence_csv)
+    elsewhere = [h3.latlng_to_cell(48.85, 2.35, SAMPLE.res), h3.latlng_to_cell(0.40, 32.60, SAMPLE.res)]  # Paris, Kampala
+    outside = pd.DataFrame({"h3": [f"{c:x}" for c in elsewhere], "label": ["built", "open"]})
+    path = tmp_path / "more.csv"
+    pd.concat([labels, outside]).to_csv(path, index=False)
+    trained = train_from_store(Store.open(store_path), path, "label", split="random")
+    assert trained.dropped["labels outside the store's cells"] == 2
+
+
+def test_bad_labels(store_path: Path, tmp_path: Path) -> None:
+    store = Store.open(store_path)
+    with pytest.raises(GeolinkError, match="single class"):
+        train_from_store(store, SAMPLE.osm, "building", split="random", min_share=0.01)
+    with pytest.raises(GeolinkError, match="no column 'nope'"):
+        train_from_store(store, SAMPLE.osm, "nope")
+
+
+def test_cli_train_compare_predict(store_path: Path, presence_csv: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(main, ["heads", "train", "--db", str(store_path), "--labels", str(presence_csv),
+                                  "--split", "random", "--kind", "mlp", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert "macro_f1" in payload["metrics"] and payload["head_id"]
+    compared = runner.invoke(main, ["heads", "compare", "--db", str(store_path), "--labels", str(presence_csv),
+                                    "--split", "random", "--format", "json"])
+    assert compared.exit_code == 0, compared.output
+    assert [row["modality"] for row in json.loads(compared.stdout)] == ["image", "osm", "fused", "concat"]
+    png = tmp_path / "predictions.png"
+    predicted = runner.invoke(main, ["heads", "predict", "--db", str(store_path), "--head", payload["head_id"],
+                                     "--map", str(png)])
+    assert predicted.exit_code == 0, predicted.output
+    assert png.stat().st_size > 10_000
+    missing = runner.invoke(main, ["heads", "predict", "--db", str(store_path), "--head", "nope"])
+    assert missing.exit_code == 1 and missing.stderr.startswith("error: no head 'nope'")
