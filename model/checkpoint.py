@@ -23,8 +23,8 @@ from .config import GeoLinkConfig
 from .geolink import GeoLink
 
 FORMAT = "geolink-store"
-DEFAULT_SEED = 20251128
-"""Seed of the bundled default model's initialisation (until pretrained default weights ship)."""
+DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "geolink_default.safetensors"
+"""The bundled default model (see weights/MODEL_CARD.md; made by ``python -m training.default_recipe``)."""
 
 _TIMM_LAYOUT_KEYS = {"architecture", "num_classes", "global_pool", "pos_embed_requires_grad"}
 _ALIAS = ("patch_embed.", "img_encoder.patch_embed.")  # one module registered under two names
@@ -65,6 +65,7 @@ def save_checkpoint(model: GeoLink, path: str | Path, dtype: torch.dtype | None 
         tmp_path = Path(tmp.name)
     try:
         save_file(state, str(tmp_path), metadata={"format": FORMAT, "config": model.config.to_json()})
+        tmp_path.chmod(0o644)
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
@@ -83,16 +84,11 @@ def fingerprint(model: GeoLink) -> str:
 
 
 def default_model() -> GeoLink:
-    """The default model: a GeoLink with a ViT-Ti/16 image encoder and 384-d MiniLM tag features.
-
-    Until pretrained default weights ship, its weights are the model's own initialisation under ``DEFAULT_SEED``
-    (reproducible on any machine with the same torch/timm; the caller's RNG state is left untouched).
-    """
-    config = GeoLinkConfig(architecture="vit_tiny_patch16_224", osm_in_chans=384, type_attention=True)
+    """The bundled default model: GeoLink with a ViT-Ti/16 image encoder and 384-d MiniLM tag features, pretrained
+    on the real image + OSM pairs of the project's sample data (weights/MODEL_CARD.md). The caller's RNG state is
+    left untouched."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(DEFAULT_SEED)
-        model = GeoLink(config)
-    return model.eval()
+        return load_checkpoint(DEFAULT_WEIGHTS)
 
 
 def _load_ours(path: Path, map_location: str | torch.device) -> GeoLink:

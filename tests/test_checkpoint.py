@@ -92,3 +92,4 @@ def test_default_model_is_reproducible() -> None:
     assert torch.equal(state, torch.random.get_rng_state())  # the caller's RNG is untouched
     assert fingerprint(first) == fingerprint(second)
     assert first.config.osm_in_chans == 384 and first.config.type_attention
+    assert not first.training
