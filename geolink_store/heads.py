@@ -67,7 +67,7 @@ def random_split(size: int, test_fraction: float = 0.25, seed: int = 0) -> Split
 class Head(nn.Module):
     """A trained classifier over vectors of one width; ``kind`` is linear, mlp or knn."""
 
-    def __init__(self, kind: HeadKind, dim: int, classes: list[str], hidden: int = 256, k: int = 5) -> None:
+    def __init__(self, kind: HeadKind, dim: int, classes: list[str], hidden: int = 128, k: int = 5) -> None:
         super().__init__()
         self.kind, self.dim, self.classes, self.k = kind, dim, list(classes), k
         self.register_buffer("mean", torch.zeros(dim))
@@ -93,7 +93,7 @@ class Head(nn.Module):
         votes.scatter_add_(1, self.memory_labels[index], (top + 1.0).clamp(min=1e-6))
         return votes / votes.sum(-1, keepdim=True)
 
-    def predict(self, vectors: np.ndarray, batch_size: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+    def predict(self, vectors: np.ndarray, batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
         """Predicted class indices and their probabilities for a (N, dim) array."""
         if vectors.ndim != 2 or vectors.shape[1] != self.dim:
             raise GeolinkError(f"this head takes {self.dim}-d vectors, got shape {vectors.shape}")
@@ -126,12 +126,17 @@ def train_head(
     labels: np.ndarray,
     classes: list[str],
     kind: HeadKind = "linear",
-    epochs: int = 200,
+    steps: int = 300,
+    batch_size: int = 4096,
     lr: float = 1e-2,
     weight_decay: float = 1e-4,
     seed: int = 0,
 ) -> Head:
-    """Fit a head on (N, dim) float32 vectors and integer labels, with class weights against imbalance."""
+    """Fit a head on (N, dim) float32 vectors and integer labels, with class weights against imbalance.
+
+    AdamW on shuffled mini-batches for a fixed number of ``steps`` (full batch when N <= ``batch_size``), so the
+    cost does not grow with the number of labelled cells beyond reading them.
+    """
     torch.manual_seed(seed)
     x = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32))
     y = torch.from_numpy(labels.astype(np.int64))
@@ -146,11 +151,12 @@ def train_head(
     optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
     loss_fn = nn.CrossEntropyLoss(weight=weights)
     normalised = (x - head.mean) / head.scale
+    generator = torch.Generator().manual_seed(seed)
     head.train()
-    for _ in range(epochs):  # full batch: stored vectors of a region fit in memory
+    for _ in range(steps):
+        rows = torch.randint(len(y), (batch_size,), generator=generator) if len(y) > batch_size else slice(None)
         optimizer.zero_grad()
-        loss = loss_fn(head.net(normalised), y)
-        loss.backward()
+        loss_fn(head.net(normalised[rows]), y[rows]).backward()
         optimizer.step()
     return head.eval()
 
