@@ -42,9 +42,9 @@ def main() -> None:
         for dtype in (torch.float32, torch.bfloat16):
             name = "fp32" if dtype == torch.float32 else "bf16"
             rows.append(("GeoLink.encode image only", name,
-                         _throughput(lambda: model.encode(images, dtype=dtype), args.batch, args.repeats)))
+                         _throughput(lambda dtype=dtype: model.encode(images, dtype=dtype), args.batch, args.repeats)))
             rows.append(("GeoLink.encode image + OSM (fused)", name,
-                         _throughput(lambda: model.encode(images, graphs, dtype=dtype), args.batch, args.repeats)))
+                         _throughput(lambda dtype=dtype: model.encode(images, graphs, dtype=dtype), args.batch, args.repeats)))
     print(f"machine: {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
           f"model {model.config.architecture}, batch {args.batch}")
     print(f"{'path':<40} {'dtype':<5} {'img/s':>8} {'vs baseline':>11}")

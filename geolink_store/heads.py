@@ -7,7 +7,6 @@ one side, so that neighbouring cells never sit on both sides of the split.
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from typing import Literal
 

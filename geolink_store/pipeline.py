@@ -27,7 +27,7 @@ from model import NODE_TYPES, GeoLink, fingerprint
 from .chips import transformer
 from .errors import GeolinkError
 from .graph import GraphBuilder
-from .imagery import Chip, ChipTally, ImagerySource, open_imagery, read_chips
+from .imagery import Chip, ChipTally, open_imagery, read_chips
 from .sources.osm import OSMIndex, read_osm
 from .store import Store, cells_schema, parent_column, parent_resolutions, patches_schema
 from .text import encoder_name
@@ -154,7 +154,7 @@ def ingest(
             out = model.encode(images, graphs, max_fusion_nodes=settings.max_fusion_nodes, dtype=dtype)
             patch_rows = _patch_rows(batch, out, settings, report.model_id)
             store.upsert("patches", patch_rows)
-            store.upsert("cells", _cell_rows(batch, graphs, out, settings.res, report.model_id, source))
+            store.upsert("cells", _cell_rows(batch, graphs, out, settings.res, report.model_id))
             report.cells_encoded += len(batch)
             report.cells_with_osm += int(out.has_osm.sum())
             report.patches_written += patch_rows.num_rows
@@ -218,7 +218,7 @@ def _batched(chips: Iterator[Chip], size: int) -> Iterator[list[Chip]]:
         yield batch
 
 
-def _cell_rows(batch: list[Chip], graphs, out, res: int, model_id: str, source: ImagerySource) -> pa.Table:
+def _cell_rows(batch: list[Chip], graphs, out, res: int, model_id: str) -> pa.Table:
     cells = np.array([chip.cell for chip in batch], dtype=np.int64)
     lon, lat = cell_lonlat(cells)
     image = out.image_global.numpy()
