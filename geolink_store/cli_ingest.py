@@ -24,7 +24,7 @@ def _progress_bar(total: int) -> Callable[[int], None]:
 
 def _summary(report) -> str:
     return (
-        f"{report.cells_encoded} cells encoded ({report.cells_per_s:.1f} cells/s), "
+        f"{report.cells_encoded} cells encoded ({report.cells_per_s:.1f} cells/s), {report.cells_osm_only} OSM-only, "
         f"{report.cells_with_osm} with OSM, {report.patches_written} patch rows; "
         f"{report.cells_already_stored} already stored, {report.cells_without_imagery} without imagery, "
         f"{report.cells_too_sparse} with too little imagery; model {report.model_id}"
@@ -45,16 +45,19 @@ def _summary(report) -> str:
 @click.option("--min-valid", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="Skip cells whose chip holds less than this share of valid imagery.")
 @click.option("--overwrite", is_flag=True, help="Re-encode cells already stored for this model (default: resume).")
+@click.option("--osm-only", is_flag=True, help="Cells without imagery but with OSM get their OSM vector alone "
+                                               "(image and fused null) instead of being skipped.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def ingest_command(db: str, region: str, imagery: tuple[str, ...], osm: str, res: int, fine_res: int | None,
-                   checkpoint: str | None, batch_size: int, min_valid: float, overwrite: bool, fmt: str) -> None:
+                   checkpoint: str | None, batch_size: int, min_valid: float, overwrite: bool, osm_only: bool,
+                   fmt: str) -> None:
     """Encode every cell of a region into the store: image, OSM and fused vectors per cell and per patch."""
     from model import GeoLink
 
     from .pipeline import IngestSettings, ingest
 
     settings = IngestSettings(res=res, fine_res=fine_res, batch_size=batch_size, min_valid=min_valid,
-                              overwrite=overwrite)
+                              overwrite=overwrite, osm_only=osm_only)
     model = GeoLink.from_checkpoint(checkpoint) if checkpoint else GeoLink.default()
     report = ingest(db, region, list(imagery), osm, model=model,
                     model_name=Path(checkpoint).name if checkpoint else "default", settings=settings,

@@ -24,7 +24,7 @@ from pyproj import CRS
 
 from model import NODE_TYPES, GeoLink, fingerprint
 
-from .chips import transformer
+from .chips import chip_for_cell, transformer
 from .errors import GeolinkError
 from .graph import GraphBuilder
 from .imagery import Chip, ChipTally, open_imagery, read_chips
@@ -50,6 +50,8 @@ class IngestSettings:
         max_fusion_nodes: optional deterministic cap on OSM nodes per chip in the fusion block.
         bf16: run the model under bfloat16 autocast (default: on a GPU only).
         overwrite: re-encode cells that the store already holds for this model (default: resume, skip them).
+        osm_only: cells without (enough) imagery but with OSM get a row with their ``osm`` vector alone (``image``
+            and ``fused`` null) instead of being skipped.
     """
 
     res: int = 9
@@ -59,6 +61,7 @@ class IngestSettings:
     max_fusion_nodes: int | None = None
     bf16: bool | None = None
     overwrite: bool = False
+    osm_only: bool = False
 
     @property
     def patch_res(self) -> int:
@@ -76,6 +79,7 @@ class IngestReport:
     cells_encoded: int = 0
     cells_too_sparse: int = 0
     cells_with_osm: int = 0
+    cells_osm_only: int = 0
     patches_written: int = 0
     seconds: float = 0.0
     skipped_cells: list[int] = field(default_factory=list)
@@ -137,8 +141,9 @@ def ingest(
         config=json.loads(model.config.to_json()),
         text_encoder=encoder_name(builder.cache.encoder),
     )
-    todo = covered if settings.overwrite else np.setdiff1d(covered, store.existing_cells(report.model_id))
-    report.cells_already_stored = int(covered.size - todo.size)
+    wanted = cells if settings.osm_only else covered
+    todo = wanted if settings.overwrite else np.setdiff1d(wanted, store.existing_cells(report.model_id))
+    report.cells_already_stored = int(wanted.size - todo.size)
     advance = progress(int(todo.size)) if progress else None
     device = next(model.parameters()).device
     dtype = torch.bfloat16 if (settings.bf16 if settings.bf16 is not None else device.type == "cuda") else torch.float32
@@ -146,20 +151,31 @@ def ingest(
     tally = ChipTally()
     for partition in _partitions(todo, settings.res):
         encoded_before = report.cells_encoded
+        encoded_here: list[int] = []
         index = OSMIndex(_partition_osm(osm, partition), chip_crs)
-        for batch in _batched(read_chips(source, partition, chip_crs, min_valid=settings.min_valid, tally=tally),
+        imaged = partition[np.isin(partition, covered)]
+        for batch in _batched(read_chips(source, imaged, chip_crs, min_valid=settings.min_valid, tally=tally),
                               settings.batch_size):
             graphs = builder.build_many([(index.query(chip.spec.bounds), chip.spec) for chip in batch])
             images = torch.from_numpy(np.stack([chip.image for chip in batch])).to(device)
             out = model.encode(images, graphs, max_fusion_nodes=settings.max_fusion_nodes, dtype=dtype)
             patch_rows = _patch_rows(batch, out, settings, report.model_id)
             store.upsert("patches", patch_rows)
-            store.upsert("cells", _cell_rows(batch, graphs, out, settings.res, report.model_id))
+            store.upsert("cells", _cell_rows(
+                [chip.cell for chip in batch], graphs, out.osm_region, out.has_osm, settings.res, report.model_id,
+                [chip.source for chip in batch], _widths(model), image=out.image_global, fused=out.fused.mean(dim=1)))
             report.cells_encoded += len(batch)
+            encoded_here += [chip.cell for chip in batch]
             report.cells_with_osm += int(out.has_osm.sum())
             report.patches_written += patch_rows.num_rows
             if advance:
                 advance(len(batch))
+        if settings.osm_only:
+            without = np.setdiff1d(partition, np.asarray(encoded_here, dtype=np.int64))
+            for cells_batch in np.array_split(without, max(1, -(-without.size // settings.batch_size))):
+                report.cells_osm_only += _ingest_osm_only(
+                    store, model, builder, index, cells_batch, chip_crs, settings.res, report.model_id
+                )
         if advance:  # cells of the partition skipped for lack of imagery
             advance(partition.size - (report.cells_encoded - encoded_before))
     report.cells_too_sparse = tally.too_sparse
@@ -169,9 +185,14 @@ def ingest(
     return report
 
 
+def _widths(model: GeoLink) -> dict[str, int]:
+    """The width of each ``cells`` vector column for ``model``."""
+    return {"image": model.embed_dim, "osm": model.config.region_dim, "fused": model.config.fusion_dim}
+
+
 def _check_store_widths(store: Store, model: GeoLink) -> None:
     """Refuse a model whose vector widths differ from the store's (before anything is written)."""
-    widths = {"image": model.embed_dim, "osm": model.config.region_dim, "fused": model.config.fusion_dim}
+    widths = _widths(model)
     if "cells" not in store.table_names():
         return
     for column, width in widths.items():
@@ -218,12 +239,30 @@ def _batched(chips: Iterator[Chip], size: int) -> Iterator[list[Chip]]:
         yield batch
 
 
-def _cell_rows(batch: list[Chip], graphs, out, res: int, model_id: str) -> pa.Table:
-    cells = np.array([chip.cell for chip in batch], dtype=np.int64)
+def _ingest_osm_only(store: Store, model: GeoLink, builder: GraphBuilder, index: OSMIndex, cells: np.ndarray,
+                     chip_crs: CRS, res: int, model_id: str) -> int:
+    """Write OSM-only rows for the cells (without imagery) whose chip holds OSM; return how many."""
+    if not cells.size:
+        return 0
+    specs = [chip_for_cell(int(cell), chip_crs) for cell in cells]
+    graphs = builder.build_many([(index.query(spec.bounds), spec) for spec in specs])
+    region, present = model.encode_osm(graphs)
+    keep = present.numpy()
+    if not keep.any():
+        return 0
+    store.upsert("cells", _cell_rows(
+        cells[keep].tolist(), [g for g, k in zip(graphs, keep, strict=True) if k], region[present],
+        present[present], res, model_id, ["osm-only"] * int(keep.sum()), _widths(model), image=None, fused=None))
+    return int(keep.sum())
+
+
+def _cell_rows(cells: list[int], graphs, osm_region: torch.Tensor, has_osm: torch.Tensor, res: int, model_id: str,
+               sources: list[str], widths: dict[str, int], *, image: torch.Tensor | None,
+               fused: torch.Tensor | None) -> pa.Table:
+    """``cells`` rows; ``image`` and ``fused`` are None for cells encoded from OSM alone."""
+    cells = np.asarray(cells, dtype=np.int64)
     lon, lat = cell_lonlat(cells)
-    image = out.image_global.numpy()
-    osm = out.osm_region.numpy()
-    fused = out.fused.mean(dim=1).numpy()
+    osm = osm_region.numpy()
     columns = {
         "h3": cells,
         "res": np.full(cells.size, res, dtype=np.int8),
@@ -231,17 +270,16 @@ def _cell_rows(batch: list[Chip], graphs, out, res: int, model_id: str) -> pa.Ta
         "lon": lon,
         "lat": lat,
         "geometry": shapely.to_wkb(cell_geometries(cells)),
-        "image": _vectors(image),
-        "osm": pa.array([row.tolist() if has else None for row, has in zip(osm, out.has_osm.tolist(), strict=True)],
+        "image": _vectors(image, widths["image"], cells.size),
+        "osm": pa.array([row.tolist() if has else None for row, has in zip(osm, has_osm.tolist(), strict=True)],
                         type=pa.list_(pa.float32(), osm.shape[1])),
-        "fused": _vectors(fused),
+        "fused": _vectors(fused, widths["fused"], cells.size),
         **{f"n_{t}": np.array([g[t].num_nodes for g in graphs], dtype=np.int32) for t in NODE_TYPES},
-        "source": [chip.source for chip in batch],
+        "source": sources,
         "model_id": [model_id] * cells.size,
         "created_at": pa.array([datetime.now(timezone.utc)] * cells.size, type=pa.timestamp("us", tz="UTC")),
     }
-    schema = cells_schema(image.shape[1], osm.shape[1], fused.shape[1], res)
-    return pa.Table.from_pydict(columns, schema=schema)
+    return pa.Table.from_pydict(columns, schema=cells_schema(widths["image"], widths["osm"], widths["fused"], res))
 
 
 def _patch_rows(batch: list[Chip], out, settings: IngestSettings, model_id: str) -> pa.Table:
@@ -264,8 +302,8 @@ def _patch_rows(batch: list[Chip], out, settings: IngestSettings, model_id: str)
         "h3": h3_ids,
         "res": np.full(h3_ids.size, settings.patch_res, dtype=np.int8),
         "parent": np.concatenate(rows_parent),
-        "image": _vectors(image),
-        "fused": _vectors(fused),
+        "image": _vectors(image, image.shape[1], len(image)),
+        "fused": _vectors(fused, fused.shape[1], len(fused)),
         "model_id": [model_id] * h3_ids.size,
     }
     return pa.Table.from_pydict(columns, schema=patches_schema(image.shape[1], fused.shape[1]))
@@ -281,6 +319,9 @@ def _patch_cells(chip: Chip, fine_res: int, num_patches: int) -> np.ndarray:
     return np.array([h3.latlng_to_cell(y, x, fine_res) for x, y in zip(lon, lat, strict=True)], dtype=np.int64)
 
 
-def _vectors(array: np.ndarray) -> pa.FixedSizeListArray:
-    array = np.ascontiguousarray(array, dtype=np.float32)
-    return pa.FixedSizeListArray.from_arrays(pa.array(array.ravel()), array.shape[1])
+def _vectors(values: torch.Tensor | np.ndarray | None, width: int, rows: int) -> pa.FixedSizeListArray:
+    """A fixed-width float32 vector column; all null when ``values`` is None."""
+    if values is None:
+        return pa.nulls(rows, type=pa.list_(pa.float32(), width))
+    array = np.ascontiguousarray(np.asarray(values), dtype=np.float32)
+    return pa.FixedSizeListArray.from_arrays(pa.array(array.ravel()), width)

@@ -80,9 +80,9 @@ def cells_schema(image_dim: int, osm_dim: int, fused_dim: int, res: int) -> pa.S
             pa.field("lon", pa.float64(), nullable=False),
             pa.field("lat", pa.float64(), nullable=False),
             pa.field("geometry", pa.binary(), nullable=False),  # WKB hexagon, EPSG:4326
-            pa.field("image", _vector(image_dim), nullable=False),
+            pa.field("image", _vector(image_dim), nullable=True),  # null for cells encoded OSM-only
             pa.field("osm", _vector(osm_dim), nullable=True),  # null where the cell has no OSM
-            pa.field("fused", _vector(fused_dim), nullable=False),
+            pa.field("fused", _vector(fused_dim), nullable=True),  # null for cells encoded OSM-only
             pa.field("n_point", pa.int32(), nullable=False),
             pa.field("n_line", pa.int32(), nullable=False),
             pa.field("n_polygon", pa.int32(), nullable=False),
@@ -100,7 +100,7 @@ def patches_schema(image_dim: int, fused_dim: int) -> pa.Schema:
             pa.field(H3_COLUMN, pa.int64(), nullable=False),
             pa.field("res", pa.int8(), nullable=False),
             pa.field("parent", pa.int64(), nullable=False),  # the h3 of the cell whose chip holds the patch
-            pa.field("image", _vector(image_dim), nullable=False),
+            pa.field("image", _vector(image_dim), nullable=True),  # null for cells encoded OSM-only
             pa.field("fused", _vector(fused_dim), nullable=False),
             pa.field(MODEL_COLUMN, pa.string(), nullable=False),
         ]

@@ -217,6 +217,24 @@ class GeoLink(nn.Module):
             self.train(training)
         return out
 
+    @torch.no_grad()
+    def encode_osm(self, graphs: HeteroData | Sequence[HeteroData] | Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """The graph-level OSM embedding (B, R) of graphs alone (no imagery), and whether each has any node (B,).
+
+        Equal to ``encode(...).osm_region`` for the same graphs: the region readout never sees the image.
+        """
+        if not self.config.multimodal:
+            raise ValueError("this model is image-only (unimodal checkpoint): it has no OSM encoder")
+        batch = batch_graphs(graphs).to(self.cls_token.device)
+        training = self.training
+        self.eval()
+        try:
+            x = {t: batch[t].x for t in NODE_TYPES}
+            region, present = self._region(self._osm_nodes(x, batch, batch.num_graphs), batch, batch.num_graphs)
+        finally:
+            self.train(training)
+        return region.float(), present
+
     def _encode_osm(self, out: EncodeOutput, normed: torch.Tensor, batch: Batch, cap: int | None) -> None:
         """Fill the OSM and fused fields of ``out`` from the final normalised image tokens."""
         num_graphs = normed.size(0)

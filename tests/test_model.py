@@ -58,6 +58,9 @@ def test_encode_shapes_and_layers(tiny: GeoLink, samples) -> None:
     assert out.osm_region.shape == (2, 128)
     assert out.image_global.shape == (2, 192)
     assert out.has_osm.tolist() == [True, True]
+    region, present = tiny.encode_osm(graphs[:2])
+    torch.testing.assert_close(region, out.osm_region)
+    assert present.tolist() == [True, True]
     image_only = tiny.encode(images[:2], None, layers=(1,))
     assert image_only.fused is None and image_only.osm_region is None
     torch.testing.assert_close(image_only.image_layers[0], out.image_layers[1])

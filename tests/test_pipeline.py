@@ -106,3 +106,23 @@ def test_region_without_imagery(tmp_path: Path) -> None:
     with pytest.raises(GeolinkError, match="misses the imagery"):
         ingest(str(tmp_path / "db"), "10.0,10.0,10.01,10.01", [str(SAMPLE.imagery)], str(SAMPLE.osm), settings=SETTINGS)
     assert not (tmp_path / "db").exists() or not any((tmp_path / "db").iterdir())
+
+
+def test_cells_without_imagery_can_be_encoded_osm_only(tmp_path: Path) -> None:
+    """A region larger than the imagery: with osm_only, cells outside it that hold OSM get an osm vector alone."""
+    west, south, east, north = SAMPLE.bbox
+    region = f"{west - 0.0006},{south - 0.0006},{east + 0.0006},{north + 0.0006}"
+    report = ingest(str(tmp_path / "db"), region, [str(SAMPLE.imagery)], str(SAMPLE.osm),
+                    settings=IngestSettings(**{**SETTINGS.__dict__, "osm_only": True}))
+    assert report.cells_osm_only > 0 and report.cells_encoded > 0
+    cells = Store.open(tmp_path / "db").table("cells").to_arrow()
+    osm_only = [s == "osm-only" for s in cells["source"].to_pylist()]
+    assert sum(osm_only) == report.cells_osm_only
+    assert cells["image"].null_count == cells["fused"].null_count == report.cells_osm_only
+    assert all(v is not None for v, only in zip(cells["osm"].to_pylist(), osm_only, strict=True) if only)
+    from geolink_store.search import search
+
+    query = cells["h3"][osm_only.index(True)].as_py()
+    assert len(search(Store.open(tmp_path / "db"), cells=query, modality="osm", k=3)) == 3
+    with pytest.raises(GeolinkError, match="no 'image' vector"):
+        search(Store.open(tmp_path / "db"), cells=query, modality="image", k=3)

@@ -30,7 +30,7 @@ def test_cells_schema_has_every_parent_column_and_fixed_width_vectors() -> None:
     assert [name for name in schema.names if name.startswith("h3_r")] == [f"h3_r{k}" for k in range(9)]
     assert list(parent_resolutions(9)) == list(range(9))
     assert schema.field("image").type == pa.list_(pa.float32(), 768)
-    assert schema.field("osm").nullable and not schema.field("fused").nullable
+    assert schema.field("osm").nullable and schema.field("fused").nullable and not schema.field("h3").nullable
     assert schema.field("h3").type == pa.int64()
     assert patches_schema(768, 256).field("parent").type == pa.int64()
 
