@@ -220,12 +220,7 @@ def _partition_osm(path: str, cells: np.ndarray) -> gpd.GeoDataFrame:
     hexagons = shapely.union_all(cell_geometries(cells))
     west, south, east, north = hexagons.bounds
     pad = max(east - west, north - south) / max(1.0, np.sqrt(cells.size))
-    try:
-        return read_osm(path, (west - pad, south - pad, east + pad, north + pad))
-    except GeolinkError as error:
-        if "no OSM entities" not in str(error):
-            raise
-        return gpd.GeoDataFrame({"tags": []}, geometry=[], crs=WGS84)
+    return read_osm(path, (west - pad, south - pad, east + pad, north + pad), allow_empty=True)
 
 
 def _batched(chips: Iterator[Chip], size: int) -> Iterator[list[Chip]]:

@@ -17,7 +17,6 @@ by ``geolink index`` and automatically by :meth:`Store.upsert` once a table pass
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections.abc import Iterable, Iterator
@@ -119,15 +118,6 @@ MODELS_SCHEMA = pa.schema(
 )
 
 
-def content_hash(path: str | Path) -> str:
-    """A model id: the first 16 hex digits of the SHA-256 of a checkpoint file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
-
-
 @dataclass(frozen=True)
 class UpsertResult:
     """Counts from one :meth:`Store.upsert`: rows inserted, rows replaced, Lance commits made."""
@@ -192,7 +182,7 @@ class Store:
         config: dict[str, Any],
         text_encoder: str,
     ) -> str:
-        """Record a model (idempotent on ``model_id``, e.g. a checkpoint's :func:`content_hash`)."""
+        """Record a model (idempotent on ``model_id``: ``model.fingerprint``, a hash of config and weights)."""
         row = {
             MODEL_COLUMN: [model_id],
             "name": [name],

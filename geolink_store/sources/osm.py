@@ -51,7 +51,9 @@ _NOT_TAGS = frozenset(
 _SAFE_BUILTINS = frozenset({"set", "frozenset", "complex", "bytearray"})
 
 
-def read_osm(path: str | os.PathLike, bbox_lonlat: BBox | None = None) -> gpd.GeoDataFrame:
+def read_osm(
+    path: str | os.PathLike, bbox_lonlat: BBox | None = None, *, allow_empty: bool = False
+) -> gpd.GeoDataFrame:
     """OSM entities from a PBF, a vector file or an official example folder, optionally within a lon/lat box.
 
     Invalid geometries are repaired (``shapely.make_valid``) or, when nothing of their kind survives, dropped;
@@ -62,6 +64,8 @@ def read_osm(path: str | os.PathLike, bbox_lonlat: BBox | None = None) -> gpd.Ge
             dicts, JSON objects or ``"key:value;key:value"`` strings (else a ``label`` column in that format, else
             every attribute column is a tag); or an official per-chip example folder.
         bbox_lonlat: (west, south, east, north) in degrees; entities intersecting it are kept (not clipped).
+        allow_empty: return an empty frame instead of raising when no entity lies in the region (a piece of a
+            larger region may have none).
 
     Returns:
         Columns ``tags`` and ``geometry`` in EPSG:4326, plus ``osm_type``/``osm_id`` from a PBF. Tags are dicts of
@@ -72,7 +76,7 @@ def read_osm(path: str | os.PathLike, bbox_lonlat: BBox | None = None) -> gpd.Ge
             the region.
     """
     entities = _read(Path(path), bbox_lonlat)
-    if entities.empty:
+    if entities.empty and not allow_empty:
         where = f" within {tuple(bbox_lonlat)}" if bbox_lonlat is not None else ""
         raise GeolinkError(f"no OSM entities in {path}{where}: check the file and the region")
     return entities
