@@ -3,23 +3,36 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
 from tqdm import tqdm
 
 
-def _progress_bar(total: int) -> Callable[[int], None]:
-    """A tqdm bar on stderr (cells/s) advanced by the number of cells each batch finished."""
-    bar = tqdm(total=total, desc="encoding", unit="cell", dynamic_ncols=True)
+@contextmanager
+def progress_bars() -> Iterator[Callable[[int], Callable[[int], None]]]:
+    """A factory of tqdm bars on stderr (cells/s), each advanced by the cells a batch finished. Every bar is closed
+    on exit, so that an error raised mid-run prints on a line of its own."""
+    bars: list[tqdm] = []
 
-    def advance(done: int) -> None:
-        bar.update(done)
-        if bar.n >= total:
+    def open_bar(total: int) -> Callable[[int], None]:
+        bar = tqdm(total=total, desc="encoding", unit="cell", dynamic_ncols=True)
+        bars.append(bar)
+
+        def advance(done: int) -> None:
+            bar.update(done)
+            if bar.n >= total:
+                bar.close()
+
+        return advance
+
+    try:
+        yield open_bar
+    finally:
+        for bar in bars:
             bar.close()
-
-    return advance
 
 
 def _summary(report) -> str:
@@ -59,9 +72,10 @@ def ingest_command(db: str, region: str, imagery: tuple[str, ...], osm: str, res
     settings = IngestSettings(res=res, fine_res=fine_res, batch_size=batch_size, min_valid=min_valid,
                               overwrite=overwrite, osm_only=osm_only)
     model = GeoLink.from_checkpoint(checkpoint) if checkpoint else GeoLink.default()
-    report = ingest(db, region, list(imagery), osm, model=model,
-                    model_name=Path(checkpoint).name if checkpoint else "default", settings=settings,
-                    progress=_progress_bar)
+    with progress_bars() as progress:
+        report = ingest(db, region, list(imagery), osm, model=model,
+                        model_name=Path(checkpoint).name if checkpoint else "default", settings=settings,
+                        progress=progress)
     if fmt == "json":
         click.echo(json.dumps({k: v for k, v in vars(report).items() if k != "skipped_cells"}
                               | {"cells_per_s": report.cells_per_s}))
@@ -76,4 +90,5 @@ def demo_command(out: str) -> None:
     """The main job on the bundled sample region, offline: ingest, search, SQL, maps."""
     from .demo import run_demo
 
-    run_demo(Path(out), _progress_bar)
+    with progress_bars() as progress:
+        run_demo(Path(out), progress)

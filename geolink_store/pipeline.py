@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from datetime import datetime, timezone
 
 import geopandas as gpd
@@ -132,15 +133,10 @@ def ingest(
             f"{model.config.osm_in_chans}-d: use the model's text encoder"
         )
 
+    if not Path(osm).exists():
+        raise GeolinkError(f"OSM source not found: {osm}")
     store = Store.create_or_open(db)
     _check_store_widths(store, model)
-    store.register_model(
-        report.model_id,
-        name=model_name,
-        architecture=model.config.architecture,
-        config=json.loads(model.config.to_json()),
-        text_encoder=encoder_name(builder.cache.encoder),
-    )
     wanted = cells if settings.osm_only else covered
     todo = wanted if settings.overwrite else np.setdiff1d(wanted, store.existing_cells(report.model_id))
     report.cells_already_stored = int(wanted.size - todo.size)
@@ -153,6 +149,13 @@ def ingest(
         encoded_before = report.cells_encoded
         encoded_here: list[int] = []
         index = OSMIndex(_partition_osm(osm, partition), chip_crs)
+        store.register_model(  # once the OSM of the first partition has been read: a bad source writes nothing
+            report.model_id,
+            name=model_name,
+            architecture=model.config.architecture,
+            config=json.loads(model.config.to_json()),
+            text_encoder=encoder_name(builder.cache.encoder),
+        )
         imaged = partition[np.isin(partition, covered)]
         for batch in _batched(read_chips(source, imaged, chip_crs, min_valid=settings.min_valid, tally=tally),
                               settings.batch_size):

@@ -182,7 +182,10 @@ class Store:
         config: dict[str, Any],
         text_encoder: str,
     ) -> str:
-        """Record a model (idempotent on ``model_id``: ``model.fingerprint``, a hash of config and weights)."""
+        """Record a model once (``model_id`` is ``model.fingerprint``, a hash of config and weights); recording
+        it again changes nothing."""
+        if model_id in {m[MODEL_COLUMN] for m in self.models()}:
+            return model_id
         row = {
             MODEL_COLUMN: [model_id],
             "name": [name],

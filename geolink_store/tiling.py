@@ -15,11 +15,14 @@ import geopandas as gpd
 import numpy as np
 import shapely
 from h3.api import basic_int as h3
+from pyproj import Transformer
 
 from geolink_store.errors import GeolinkError
 
 WGS84 = "EPSG:4326"
 MAX_RES = 15
+MAX_REGION_CELLS = 20_000_000
+"""The most cells one region may cover (about 160 GB of 1 KiB vectors): larger ones are refused up front."""
 GEOPARQUET_SUFFIXES = (".parquet", ".geoparquet")
 VECTOR_SUFFIXES = (".geojson", ".json", ".gpkg", ".shp", ".fgb", *GEOPARQUET_SUFFIXES)
 
@@ -93,6 +96,7 @@ def region_cells(region: Region, res: int, *, touching: bool = False) -> np.ndar
     if cells is not None:
         return _cells_at(cells, res)
     geometry = region_geometry(region)
+    _check_cell_count(geometry, res)
     contain = "overlap" if touching else "center"
     found = h3.h3shape_to_cells_experimental(h3.geo_to_h3shape(geometry), res, contain=contain)
     if not found:
@@ -101,6 +105,19 @@ def region_cells(region: Region, res: int, *, touching: bool = False) -> np.ndar
             "use a finer resolution or touching cells"
         )
     return np.sort(np.asarray(found, dtype=np.int64))
+
+
+def _check_cell_count(geometry: shapely.Geometry, res: int) -> None:
+    """Refuse, before covering it, a region that would hold more than :data:`MAX_REGION_CELLS` cells."""
+    to_equal_area = Transformer.from_crs(WGS84, "EPSG:6933", always_xy=True)  # global cylindrical equal-area
+    dense = shapely.segmentize(geometry, 1.0)  # degrees: edges follow the projection
+    area_km2 = shapely.area(shapely.transform(dense, lambda xy: np.column_stack(to_equal_area.transform(*xy.T)))) / 1e6
+    estimate = area_km2 / h3.average_hexagon_area(res, unit="km^2")
+    if estimate > MAX_REGION_CELLS:
+        raise GeolinkError(
+            f"the region holds about {estimate:,.0f} H3 cells at resolution {res} (limit {MAX_REGION_CELLS:,}): "
+            "use a coarser resolution or split the region"
+        )
 
 
 def cell_geometries(cells: Iterable[int]) -> np.ndarray:

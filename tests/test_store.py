@@ -88,12 +88,14 @@ def test_width_mismatch_names_both_widths_and_leaves_store_unchanged(tmp_path: P
 
 def test_models_table_and_info(tmp_path: Path) -> None:
     store, _ = synthetic_store(tmp_path / "db", n=100)
-    store.register_model(
+    before = store.table("models").version
+    store.register_model(  # a model is recorded once: registering it again (a resumed ingest) changes nothing
         "test-model", name="renamed", architecture="none", config={"dim": 16}, text_encoder="none"
     )
     assert [(m["model_id"], m["name"], m["config"]) for m in store.models()] == [
-        ("test-model", "renamed", {"dim": 16})
+        ("test-model", "synthetic", {"dim": 16})
     ]
+    assert store.table("models").version == before
     info = Store.open(tmp_path / "db").info()
     assert info["tables"]["cells"]["rows"] == 100
     assert info["tables"]["cells"]["vectors"] == {"image": 16, "osm": 16, "fused": 16}

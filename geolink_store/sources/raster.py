@@ -137,10 +137,12 @@ class RasterSource:
                 pixels = warped.read(indexes)
         except RasterioError as error:
             raise GeolinkError(f"cannot read imagery {self.name}: {_reason(error)}") from error
-        valid = pixels[-1] >= ALPHA_VALID
+        rgb = pixels[:-1].astype(np.float32)
+        finite = np.isfinite(rgb).all(axis=0)  # NaN/inf pixels of float rasters without a nodata value
+        valid = (pixels[-1] >= ALPHA_VALID) & finite
         if not valid.any():
             return None
-        rgb = pixels[:-1].astype(np.float32)
+        rgb[:, ~finite] = 0.0
         rgb -= self.low
         rgb *= self.scale
         np.clip(rgb, 0.0, 1.0, out=rgb)
