@@ -14,16 +14,15 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 import pandas as pd
-import shapely
 import torch
 from PIL import Image
 
 from geolink_store.head_store import train_from_store
 from geolink_store.heads import classification_metrics, train_head
 from geolink_store.imagery import open_imagery
+from geolink_store.labels import coverage_share
 from geolink_store.pipeline import IngestSettings, ingest
 from geolink_store.store import Store
-from geolink_store.tiling import cell_geometries
 from model import GeoLink
 
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
@@ -37,11 +36,7 @@ def presence(name: str, imagery: Path, buildings: Path, res: int, work: Path) ->
            settings=IngestSettings(res=res, min_valid=0.9))
     store = Store.open(db)
     cells = np.array(store.table("cells").to_arrow()["h3"].to_pylist())
-    frame = gpd.read_file(buildings)
-    metric = frame.estimate_utm_crs()
-    union = shapely.union_all(shapely.make_valid(frame.to_crs(metric).geometry.values))
-    hexagons = gpd.GeoSeries(cell_geometries(cells), crs=4326).to_crs(metric).values
-    share = shapely.area(shapely.intersection(hexagons, union)) / shapely.area(hexagons)
+    share = coverage_share(cells, gpd.read_file(buildings))
     labels = work / f"{name}.csv"
     pd.DataFrame({"h3": [f"{c:x}" for c in cells], "label": np.where(share >= 0.25, "built", "open")}).to_csv(labels, index=False)
     print(f"\n{name}: {len(cells)} res-{res} cells, {(share >= 0.25).mean():.0%} built; linear head, spatial split")

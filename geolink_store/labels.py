@@ -108,6 +108,18 @@ def _polygon_votes(polygons: gpd.GeoDataFrame, label_column: str, res: int, min_
     return pd.DataFrame({"h3": cells[keep], "label": np.array([r[1] for r in rows])[keep], "weight": share[keep]})
 
 
+def coverage_share(cells: np.ndarray, polygons: gpd.GeoDataFrame) -> np.ndarray:
+    """The share (0-1) of each cell's area covered by the union of ``polygons`` (any CRS), in a local UTM frame.
+
+    Useful to derive presence labels (e.g. a cell is built-up when OSM buildings cover >= 25 % of it).
+    """
+    hexagons = gpd.GeoSeries(cell_geometries(cells), crs=WGS84)
+    metric = hexagons.estimate_utm_crs()
+    union = shapely.union_all(shapely.make_valid(polygons.to_crs(metric).geometry.values))
+    area = hexagons.to_crs(metric).values
+    return shapely.area(shapely.intersection(area, union)) / shapely.area(area)
+
+
 def _resolve(votes: pd.DataFrame, dropped: dict[str, int]) -> CellLabels:
     """One label per cell: the label with the largest total weight."""
     if votes.empty:

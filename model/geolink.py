@@ -1,7 +1,7 @@
 """The GeoLink network: a ViT image encoder, a heterogeneous-GAT OSM encoder, their fusion, and the pretraining losses.
 
 Parameter names and shapes equal the official implementation's, so official checkpoints load unchanged. The
-behaviour differs where the official code is wrong (see ``docs`` of each method): per-graph normalisation,
+behaviour differs where the official code is wrong (each method's docstring says where): per-graph normalisation,
 deterministic fusion, empty graphs anywhere in a batch, any float dtype, no in-place changes to inputs.
 """
 

@@ -333,51 +333,23 @@ def test_whole_world_region_fails_fast(tmp_path: Path) -> None:
     done = _ingest_in_subprocess("-180,-90,180,90", tmp_path / "db")
     _assert_one_error_line(done)
     assert "holds no H3 cell centre" not in done.stderr, done.stderr
+    assert "H3 cells at resolution 12 (limit" in done.stderr, done.stderr
 
 
 def test_continent_region_fails_fast(tmp_path: Path) -> None:
     _assert_one_error_line(_ingest_in_subprocess("0,0,60,40", tmp_path / "db"))
 
 
-def test_resolution_out_of_range(db: Path) -> None:
+@pytest.mark.parametrize(
+    ("resolutions", "expected", "usage"),
+    [(("--res", 16), "16", True), (("--res", 12, "--fine-res", 11), "finer", False)],
+    ids=["res-out-of-range", "fine-res-not-finer"],
+)
+def test_bad_resolutions(db: Path, resolutions: tuple, expected: str, usage: bool) -> None:
     before = store_digest(db)
-    result = run(
-        "ingest",
-        "--db",
-        db,
-        "--region",
-        SAMPLE.region,
-        "--imagery",
-        SAMPLE.imagery,
-        "--osm",
-        SAMPLE.osm,
-        "--res",
-        16,
-    )
-    assert_one_error(result, contains="16", usage=True)
-    assert store_digest(db) == before
-
-
-def test_fine_res_not_finer(db: Path) -> None:
-    before = store_digest(db)
-    assert_one_error(
-        run(
-            "ingest",
-            "--db",
-            db,
-            "--region",
-            SAMPLE.region,
-            "--imagery",
-            SAMPLE.imagery,
-            "--osm",
-            SAMPLE.osm,
-            "--res",
-            12,
-            "--fine-res",
-            11,
-        ),
-        contains="finer",
-    )
+    result = run("ingest", "--db", db, "--region", SAMPLE.region, "--imagery", SAMPLE.imagery, "--osm", SAMPLE.osm,
+                 *resolutions)
+    assert_one_error(result, contains=expected, usage=usage)
     assert store_digest(db) == before
 
 

@@ -9,17 +9,16 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pytest
-import shapely
 from click.testing import CliRunner
 from h3.api import basic_int as h3
 
 from geolink_store.cli import main
 from geolink_store.errors import GeolinkError
 from geolink_store.head_store import list_heads, predict_from_store, train_from_store
+from geolink_store.labels import coverage_share
 from geolink_store.pipeline import IngestSettings, ingest
 from geolink_store.sample import kampala_sample
 from geolink_store.store import Store
-from geolink_store.tiling import cell_geometries
 
 SAMPLE = kampala_sample()
 
@@ -36,10 +35,8 @@ def store_path(tmp_path_factory) -> Path:
 def presence_csv(store_path: Path, tmp_path_factory) -> Path:
     """Building presence per stored cell from the real OSM buildings: 'built' if buildings cover >= 25 %."""
     cells = np.array(Store.open(store_path).table("cells").to_arrow()["h3"].to_pylist())
-    buildings = gpd.read_file(SAMPLE.osm).to_crs(32636)
-    hexagons = gpd.GeoSeries(cell_geometries(cells), crs=4326).to_crs(32636).values
-    share = shapely.area(shapely.intersection(hexagons, shapely.union_all(shapely.make_valid(buildings.geometry.values))))
-    share /= shapely.area(hexagons)
+    share = coverage_share(cells, gpd.read_file(SAMPLE.osm))
+    assert 0 < share.mean() < 1 and share.min() >= 0 and share.max() <= 1 + 1e-9
     path = tmp_path_factory.mktemp("labels") / "presence.csv"
     pd.DataFrame({"h3": [f"{c:x}" for c in cells], "label": np.where(share >= 0.25, "built", "open")}).to_csv(path, index=False)
     return path

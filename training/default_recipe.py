@@ -23,14 +23,14 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
-import shapely
 import torch
 from PIL import Image
 
 from geolink_store.graph import GraphBuilder
 from geolink_store.heads import classification_metrics, spatial_split, train_head
 from geolink_store.imagery import open_imagery, read_chips
-from geolink_store.tiling import cell_geometries, cell_lonlat, region_cells
+from geolink_store.labels import coverage_share
+from geolink_store.tiling import cell_lonlat, region_cells
 from model import GeoLink, GeoLinkConfig, empty_graph, save_checkpoint
 
 from .loop import PretrainConfig, pretrain
@@ -43,25 +43,25 @@ CONFIG = GeoLinkConfig(
 WEIGHTS = Path(__file__).resolve().parents[1] / "model" / "weights"
 
 
-def _footprint_region(folder: Path) -> str:
-    west, south, east, north = open_imagery(folder).footprint.bounds
-    return f"{west},{south},{east},{north}"
+def _footprint_region(imagery: Path) -> str:
+    """The lon/lat bbox of an imagery source (raster or tile folder) as a ``W,S,E,N`` region."""
+    return ",".join(map(str, open_imagery(imagery).footprint.bounds))
 
 
 def build_pairs(shared: Path, out: Path) -> dict[str, int]:
     """Write all pretraining pairs as shards; return the sample count per source."""
     builder = GraphBuilder()
     kampala, atlanta = shared / "kampala_oam", shared / "atlanta_spacenet"
-    atlanta_region = ",".join(map(str, open_imagery(atlanta / "sample_geotiff.tif").footprint.bounds))
     sources = {
         f"kampala_res{res}": RegionPairs(_footprint_region(kampala), (str(kampala),), str(kampala / "labels.geojson"), res)
         for res in (12, 13)
     } | {
-        f"atlanta_res{res}": RegionPairs(atlanta_region, (str(atlanta / "sample_geotiff.tif"),),
+        f"atlanta_res{res}": RegionPairs(_footprint_region(atlanta / "sample_geotiff.tif"),
+                                         (str(atlanta / "sample_geotiff.tif"),),
                                          str(atlanta / "geotiff_labels.geojson"), res)
         for res in (11, 12)
     } | {
-        f"naip_{scene.stem[-8:-4]}": RegionPairs(",".join(map(str, open_imagery(scene).footprint.bounds)), (str(scene),), None, 9)
+        f"naip_{scene.stem[-8:-4]}": RegionPairs(_footprint_region(scene), (str(scene),), None, 9)
         for scene in sorted((shared / "naip_north_dakota").glob("*.tif"))
     }
     samples, counts = [], {}
@@ -89,10 +89,7 @@ def probe_data(shared: Path) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
     crs = source.chip_crs(*(float(v[0]) for v in cell_lonlat(cells[:1])))
     chips = list(read_chips(source, cells, crs, min_valid=0.9))
     cells = np.array([c.cell for c in chips])
-    buildings = gpd.read_file(kampala / "labels.geojson").to_crs(crs)
-    union = shapely.union_all(shapely.make_valid(buildings.geometry.values))
-    hexagons = gpd.GeoSeries(cell_geometries(cells), crs="EPSG:4326").to_crs(crs).values
-    share = shapely.area(shapely.intersection(hexagons, union)) / shapely.area(hexagons)
+    share = coverage_share(cells, gpd.read_file(kampala / "labels.geojson"))
     images = torch.from_numpy(np.stack([c.image for c in chips]))
     return cells, (share >= 0.3).astype(np.int64), images
 
