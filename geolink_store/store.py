@@ -34,6 +34,7 @@ from geolink_store.errors import GeolinkError
 
 H3_COLUMN = "h3"
 MODEL_COLUMN = "model_id"
+SCALAR_INDEXES = ((H3_COLUMN, "BTREE"), (MODEL_COLUMN, "BITMAP"))
 TABLE_KEYS: dict[str, tuple[str, ...]] = {
     "cells": (H3_COLUMN, MODEL_COLUMN),
     "patches": (H3_COLUMN, MODEL_COLUMN),
@@ -332,9 +333,9 @@ class Store:
                 index_type=INDEX_TYPE,
                 num_partitions=max(1, math.ceil(rows / ROWS_PER_PARTITION)),
             )
-        if H3_COLUMN not in indexed:
-            target.create_scalar_index(H3_COLUMN, index_type="BTREE")
-            target.create_scalar_index(MODEL_COLUMN, index_type="BITMAP")
+        for column, kind in SCALAR_INDEXES:
+            if column not in indexed:
+                target.create_scalar_index(column, index_type=kind)
         stale = [
             column
             for column in indexed & set(VECTOR_COLUMNS.get(table, ()))

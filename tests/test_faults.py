@@ -91,7 +91,11 @@ def test_index_build_survives_20_random_sigkills(tmp_path: Path) -> None:
         assert reopened.table("cells").count_rows() == table.num_rows
         query = table["h3"][0].as_py()
         assert len(search(reopened, cells=query, k=5)) == 5
-    assert Store.open(tmp_path / "db").build_indexes("cells", min_rows=0)
+    final = Store.open(tmp_path / "db")
+    final.build_indexes("cells", min_rows=0)
+    indexed = {column for index in final.table("cells").list_indices() for column in index.columns}
+    assert indexed >= {"image", "fused", "osm", "h3", "model_id"}
+    assert all(v["unindexed_rows"] == 0 for v in final.info()["tables"]["cells"]["indexes"].values())
 
 
 HEAD = """
