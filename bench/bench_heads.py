@@ -16,11 +16,11 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from synthetic_store import cells_table, h3_grid  # noqa: E402
+from synthetic_store import cells_table, h3_grid
 
-from geolink_store.head_store import stored_vectors, train_from_store  # noqa: E402
-from geolink_store.store import Store  # noqa: E402
-from geolink_store.tiling import parents  # noqa: E402
+from geolink_store.head_store import stored_vectors, train_from_store
+from geolink_store.store import Store
+from geolink_store.tiling import parents
 
 
 def main() -> None:

@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from synthetic_store import cells_table, h3_grid  # noqa: E402
+from synthetic_store import cells_table, h3_grid
 
-from geolink_store.search import nearest, search  # noqa: E402
-from geolink_store.store import Store  # noqa: E402
+from geolink_store.search import nearest, search
+from geolink_store.store import Store
 
 CHUNK = 100_000
 

@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from synthetic_store import cells_table, h3_grid  # noqa: E402
+from synthetic_store import cells_table, h3_grid
 
-from geolink_store.sql import SqlSession  # noqa: E402
-from geolink_store.store import Store  # noqa: E402
+from geolink_store.sql import SqlSession
+from geolink_store.store import Store
 
 QUERIES = {
     "count+avg by h3_r6": "SELECT h3_r6, count(*) AS n, avg(lat) AS lat FROM cells GROUP BY h3_r6",

@@ -10,20 +10,19 @@ import geopandas as gpd
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from pyproj import CRS
 
-from pyproj import CRS  # noqa: E402
-
-from .chips import ChipSpec  # noqa: E402
-from .imagery import open_imagery  # noqa: E402
-from .maps import results_map  # noqa: E402
-from .pipeline import IngestSettings, ingest  # noqa: E402
-from .sample import kampala_sample  # noqa: E402
-from .search import search  # noqa: E402
-from .sql import run_sql  # noqa: E402
-from .store import Store  # noqa: E402
-from .tiling import WGS84, cell_geometries  # noqa: E402
+from .chips import ChipSpec
+from .imagery import open_imagery
+from .maps import results_map
+from .pipeline import IngestSettings, ingest
+from .sample import kampala_sample
+from .search import search
+from .sql import run_sql
+from .store import Store
+from .tiling import WGS84, cell_geometries
 
 ROLLUP_SQL = """
 SELECT lower(hex(h3_r10)) AS parent_r10, count(*) AS cells, sum(n_polygon) AS building_parts,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -96,7 +96,7 @@ def train_from_store(
     row = {
         "head_id": [head_id], MODEL_COLUMN: [model_id], "table": [table], "modality": [modality], "kind": [kind],
         "dim": [x.shape[1]], "classes": [json.dumps(classes)], "metrics": [json.dumps(metrics)], "weights": [weights],
-        "labels": [f"{labels_path.name}:{label_column}"], "created": [datetime.now(timezone.utc)],
+        "labels": [f"{labels_path.name}:{label_column}"], "created": [datetime.now(UTC)],
     }
     store.upsert("heads", pa.Table.from_pydict(row, schema=HEADS_SCHEMA))
     return TrainedHead(head_id=head_id, metrics=metrics, dropped=dropped | labels.dropped)

@@ -12,8 +12,8 @@ from typing import Literal
 
 import numpy as np
 import torch
-from safetensors.torch import load, save
 from h3.api import basic_int as h3
+from safetensors.torch import load, save
 from torch import nn
 
 from .errors import GeolinkError

@@ -10,10 +10,11 @@ exactly the rows of an uninterrupted run.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
-from datetime import datetime, timezone
 
 import geopandas as gpd
 import numpy as np
@@ -22,21 +23,20 @@ import shapely
 import torch
 from h3.api import basic_int as h3
 from pyproj import CRS
+from torch_geometric.data import HeteroData
 
 from model import NODE_TYPES, GeoLink, fingerprint
 
 from .chips import chip_for_cell, transformer
 from .errors import GeolinkError
 from .graph import GraphBuilder
-from .imagery import Chip, ChipTally, open_imagery, read_chips
+from .imagery import Chip, ChipTally, ImagerySource, open_imagery, read_chips
 from .sources.osm import OSMIndex, read_osm
 from .store import Store, cells_schema, parent_column, parent_resolutions, patches_schema
 from .text import encoder_name
 from .tiling import cell_geometries, cell_lonlat, check_resolution, parents, region_cells
 
 WGS84 = CRS.from_epsg(4326)
-PARTITION_LEVELS = 3
-"""Cells are processed in partitions of their parent this many resolutions coarser (about 343 cells each)."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,8 @@ class IngestSettings:
         overwrite: re-encode cells that the store already holds for this model (default: resume, skip them).
         osm_only: cells without (enough) imagery but with OSM get a row with their ``osm`` vector alone (``image``
             and ``fused`` null) instead of being skipped.
+        partition_levels: cells are processed in partitions of their parent this many resolutions coarser (3:
+            about 343 cells each); a partition reads its OSM once and is the unit of work of the Ray engine.
     """
 
     res: int = 9
@@ -63,6 +65,7 @@ class IngestSettings:
     bf16: bool | None = None
     overwrite: bool = False
     osm_only: bool = False
+    partition_levels: int = 3
 
     @property
     def patch_res(self) -> int:
@@ -89,11 +92,61 @@ class IngestReport:
     def cells_per_s(self) -> float:
         return self.cells_encoded / self.seconds if self.seconds else 0.0
 
+    def add_tally(self, tally: ChipTally) -> None:
+        """Count the cells that chip reading skipped."""
+        self.cells_too_sparse += tally.too_sparse
+        self.cells_without_imagery += tally.no_imagery
+        self.skipped_cells += tally.skipped_cells
+
 
 Progress = Callable[[int], None]
 
 
-def ingest(
+@dataclass
+class IngestPlan:
+    """A checked ingest: what to encode and with what, decided before anything is written.
+
+    Every engine (local, Ray) starts from the same plan, so they refuse the same bad input with the same message and
+    encode exactly the same cells.
+    """
+
+    store: Store
+    model: GeoLink
+    model_name: str
+    settings: IngestSettings
+    source: ImagerySource
+    osm: str
+    covered: np.ndarray
+    chip_crs: CRS
+    builder: GraphBuilder
+    todo: np.ndarray
+    dtype: torch.dtype
+    report: IngestReport
+
+    def partitions(self) -> Iterator[np.ndarray]:
+        """The cells to encode, grouped by their coarse parent (see :attr:`IngestSettings.partition_levels`)."""
+        return _partitions(self.todo, self.settings.res, self.settings.partition_levels)
+
+    def imaged(self, partition: np.ndarray) -> np.ndarray:
+        """The cells of ``partition`` that the imagery covers."""
+        return partition[np.isin(partition, self.covered)]
+
+    def register_model(self) -> None:
+        """Record the model in the store's ``models`` table (a no-op once it is there)."""
+        self.store.register_model(
+            self.report.model_id,
+            name=self.model_name,
+            architecture=self.model.config.architecture,
+            config=json.loads(self.model.config.to_json()),
+            text_encoder=encoder_name(self.builder.cache.encoder),
+        )
+
+    def widths(self) -> dict[str, int]:
+        """The width of each ``cells`` vector column."""
+        return _widths(self.model)
+
+
+def plan_ingest(
     db: str,
     region: object,
     imagery: list[str],
@@ -103,12 +156,8 @@ def ingest(
     model_name: str = "default",
     settings: IngestSettings | None = None,
     graph_builder: GraphBuilder | None = None,
-    progress: Callable[[int], Progress] | None = None,
-) -> IngestReport:
-    """Encode every cell of ``region`` covered by ``imagery`` into the store at ``db``.
-
-    ``progress(total)`` may return a callback that receives the number of cells finished after each batch.
-    """
+) -> IngestPlan:
+    """Check the inputs and decide which cells to encode; opens (or creates) the store but writes no rows."""
     settings = settings or IngestSettings()
     check_resolution(settings.res)
     check_resolution(settings.patch_res, "fine resolution")
@@ -117,7 +166,6 @@ def ingest(
     model = (model or GeoLink.default()).eval()
     if not model.config.multimodal:
         raise GeolinkError("ingest needs a multimodal GeoLink checkpoint (this one is image-only)")
-    started = datetime.now(timezone.utc)
     report = IngestReport(model_id=fingerprint(model))
 
     source = open_imagery(imagery)
@@ -132,7 +180,6 @@ def ingest(
             f"the tag text encoder gives {builder.text_dim}-d features but the model expects "
             f"{model.config.osm_in_chans}-d: use the model's text encoder"
         )
-
     if not Path(osm).exists():
         raise GeolinkError(f"OSM source not found: {osm}")
     store = Store.create_or_open(db)
@@ -140,52 +187,135 @@ def ingest(
     wanted = cells if settings.osm_only else covered
     todo = wanted if settings.overwrite else np.setdiff1d(wanted, store.existing_cells(report.model_id))
     report.cells_already_stored = int(wanted.size - todo.size)
-    advance = progress(int(todo.size)) if progress else None
     device = next(model.parameters()).device
-    dtype = torch.bfloat16 if (settings.bf16 if settings.bf16 is not None else device.type == "cuda") else torch.float32
+    bf16 = settings.bf16 if settings.bf16 is not None else device.type == "cuda"
+    return IngestPlan(store=store, model=model, model_name=model_name, settings=settings, source=source, osm=osm,
+                      covered=covered, chip_crs=chip_crs, builder=builder, todo=todo,
+                      dtype=torch.bfloat16 if bf16 else torch.float32, report=report)
 
+
+def ingest(
+    db: str,
+    region: object,
+    imagery: list[str],
+    osm: str,
+    *,
+    model: GeoLink | None = None,
+    model_name: str = "default",
+    settings: IngestSettings | None = None,
+    graph_builder: GraphBuilder | None = None,
+    progress: Callable[[int], Progress] | None = None,
+) -> IngestReport:
+    """Encode every cell of ``region`` covered by ``imagery`` into the store at ``db``, in this process.
+
+    ``progress(total)`` may return a callback that receives the number of cells finished after each batch. For a
+    Ray cluster see :func:`geolink_store.ray_engine.ingest_ray`.
+    """
+    started = time.perf_counter()
+    plan = plan_ingest(db, region, imagery, osm, model=model, model_name=model_name, settings=settings,
+                       graph_builder=graph_builder)
+    report = plan.report
+    advance = progress(int(plan.todo.size)) if progress else None
     tally = ChipTally()
-    for partition in _partitions(todo, settings.res):
-        encoded_before = report.cells_encoded
-        encoded_here: list[int] = []
-        index = OSMIndex(_partition_osm(osm, partition), chip_crs)
-        store.register_model(  # once the OSM of the first partition has been read: a bad source writes nothing
-            report.model_id,
-            name=model_name,
-            architecture=model.config.architecture,
-            config=json.loads(model.config.to_json()),
-            text_encoder=encoder_name(builder.cache.encoder),
-        )
-        imaged = partition[np.isin(partition, covered)]
-        for batch in _batched(read_chips(source, imaged, chip_crs, min_valid=settings.min_valid, tally=tally),
-                              settings.batch_size):
-            graphs = builder.build_many([(index.query(chip.spec.bounds), chip.spec) for chip in batch])
-            images = torch.from_numpy(np.stack([chip.image for chip in batch])).to(device)
-            out = model.encode(images, graphs, max_fusion_nodes=settings.max_fusion_nodes, dtype=dtype)
-            patch_rows = _patch_rows(batch, out, settings, report.model_id)
-            store.upsert("patches", patch_rows)
-            store.upsert("cells", _cell_rows(
-                [chip.cell for chip in batch], graphs, out.osm_region, out.has_osm, settings.res, report.model_id,
-                [chip.source for chip in batch], _widths(model), image=out.image_global, fused=out.fused.mean(dim=1)))
-            report.cells_encoded += len(batch)
-            encoded_here += [chip.cell for chip in batch]
-            report.cells_with_osm += int(out.has_osm.sum())
-            report.patches_written += patch_rows.num_rows
-            if advance:
-                advance(len(batch))
-        if settings.osm_only:
-            without = np.setdiff1d(partition, np.asarray(encoded_here, dtype=np.int64))
-            for cells_batch in np.array_split(without, max(1, -(-without.size // settings.batch_size))):
-                report.cells_osm_only += _ingest_osm_only(
-                    store, model, builder, index, cells_batch, chip_crs, settings.res, report.model_id
-                )
-        if advance:  # cells of the partition skipped for lack of imagery
-            advance(partition.size - (report.cells_encoded - encoded_before))
-    report.cells_too_sparse = tally.too_sparse
-    report.cells_without_imagery += tally.no_imagery
-    report.skipped_cells = tally.skipped_cells
-    report.seconds = (datetime.now(timezone.utc) - started).total_seconds()
+    for partition in plan.partitions():
+        image_cells = 0
+        for work in partition_work(plan.source, plan.osm, partition, plan.imaged(partition), plan.chip_crs,
+                                   plan.builder, plan.settings, tally):
+            rows = encode_work(plan.model, work, plan.settings, report.model_id, plan.dtype)
+            plan.register_model()  # after the partition's OSM was read: a bad source writes nothing
+            if rows.patches is not None:
+                plan.store.upsert("patches", rows.patches)
+            plan.store.upsert("cells", rows.cells)
+            rows.add_to(report)
+            if isinstance(work, ImageBatch):
+                image_cells += len(work.chips)
+                if advance:
+                    advance(len(work.chips))
+        if advance:  # cells of the partition encoded from OSM alone or skipped for lack of imagery
+            advance(partition.size - image_cells)
+    report.add_tally(tally)
+    report.seconds = time.perf_counter() - started
     return report
+
+
+@dataclass
+class ImageBatch:
+    """Chips of cells with imagery and the OSM graph of each chip."""
+
+    chips: list[Chip]
+    graphs: list[HeteroData]
+
+
+@dataclass
+class OsmOnlyBatch:
+    """Cells without (enough) imagery whose chip footprint holds OSM, with their graphs."""
+
+    cells: np.ndarray
+    graphs: list[HeteroData]
+
+
+@dataclass
+class EncodedRows:
+    """Store rows for one batch: ``patches`` (None for OSM-only cells) and ``cells``."""
+
+    patches: pa.Table | None
+    cells: pa.Table
+    with_osm: int
+    osm_only: bool
+
+    def add_to(self, report: IngestReport) -> None:
+        """Count these rows in ``report``."""
+        if self.osm_only:
+            report.cells_osm_only += self.cells.num_rows
+            return
+        report.cells_encoded += self.cells.num_rows
+        report.cells_with_osm += self.with_osm
+        report.patches_written += self.patches.num_rows if self.patches is not None else 0
+
+
+def partition_work(source: ImagerySource, osm: str, partition: np.ndarray, imaged: np.ndarray, chip_crs: CRS,
+                   builder: GraphBuilder, settings: IngestSettings,
+                   tally: ChipTally) -> Iterator[ImageBatch | OsmOnlyBatch]:
+    """The CPU side of one partition, batch by batch: its OSM read once, chips read, graphs built.
+
+    ``imaged`` are the partition's cells that the imagery covers; with ``settings.osm_only`` the partition's other
+    cells follow as :class:`OsmOnlyBatch` es. Skipped cells are counted in ``tally``.
+    """
+    index = OSMIndex(_partition_osm(osm, partition), chip_crs)
+    read: list[int] = []
+    for batch in _batched(read_chips(source, imaged, chip_crs, min_valid=settings.min_valid, tally=tally),
+                          settings.batch_size):
+        read += [chip.cell for chip in batch]
+        yield ImageBatch(batch, builder.build_many([(index.query(chip.spec.bounds), chip.spec) for chip in batch]))
+    if not settings.osm_only:
+        return
+    without = np.setdiff1d(partition, np.asarray(read, dtype=np.int64))
+    for cells in np.array_split(without, max(1, -(-without.size // settings.batch_size))):
+        specs = [chip_for_cell(int(cell), chip_crs) for cell in cells]
+        graphs = builder.build_many([(index.query(spec.bounds), spec) for spec in specs])
+        present = np.array([any(g[t].num_nodes for t in NODE_TYPES) for g in graphs], dtype=bool)
+        if present.any():
+            yield OsmOnlyBatch(cells[present], [g for g, keep in zip(graphs, present, strict=True) if keep])
+
+
+@torch.no_grad()
+def encode_work(model: GeoLink, work: ImageBatch | OsmOnlyBatch, settings: IngestSettings, model_id: str,
+                dtype: torch.dtype) -> EncodedRows:
+    """The model side of one batch: encode it and shape the store rows."""
+    widths = _widths(model)
+    if isinstance(work, OsmOnlyBatch):
+        region, present = model.encode_osm(work.graphs)
+        return EncodedRows(None, _cell_rows(work.cells.tolist(), work.graphs, region, present, settings.res,
+                                            model_id, ["osm-only"] * work.cells.size, widths, image=None, fused=None),
+                           with_osm=int(present.sum()), osm_only=True)
+    device = next(model.parameters()).device
+    images = torch.from_numpy(np.stack([chip.image for chip in work.chips])).to(device)
+    out = model.encode(images, work.graphs, max_fusion_nodes=settings.max_fusion_nodes, dtype=dtype)
+    cells = _cell_rows([chip.cell for chip in work.chips], work.graphs, out.osm_region, out.has_osm, settings.res,
+                       model_id, [chip.source for chip in work.chips], widths, image=out.image_global,
+                       fused=out.fused.mean(dim=1))
+    return EncodedRows(_patch_rows(work.chips, out, settings, model_id), cells, with_osm=int(out.has_osm.sum()),
+                       osm_only=False)
 
 
 def _widths(model: GeoLink) -> dict[str, int]:
@@ -207,11 +337,11 @@ def _check_store_widths(store: Store, model: GeoLink) -> None:
             )
 
 
-def _partitions(cells: np.ndarray, res: int) -> Iterator[np.ndarray]:
-    """The cells grouped by their parent ``PARTITION_LEVELS`` resolutions coarser, in a stable order."""
+def _partitions(cells: np.ndarray, res: int, levels: int) -> Iterator[np.ndarray]:
+    """The cells grouped by their parent ``levels`` resolutions coarser, in a stable order."""
     if not cells.size:
         return
-    groups = parents(cells, max(0, res - PARTITION_LEVELS))
+    groups = parents(cells, max(0, res - levels))
     order = np.lexsort((cells, groups))
     cells, groups = cells[order], groups[order]
     for chunk in np.split(cells, np.flatnonzero(np.diff(groups)) + 1):
@@ -237,23 +367,6 @@ def _batched(chips: Iterator[Chip], size: int) -> Iterator[list[Chip]]:
         yield batch
 
 
-def _ingest_osm_only(store: Store, model: GeoLink, builder: GraphBuilder, index: OSMIndex, cells: np.ndarray,
-                     chip_crs: CRS, res: int, model_id: str) -> int:
-    """Write OSM-only rows for the cells (without imagery) whose chip holds OSM; return how many."""
-    if not cells.size:
-        return 0
-    specs = [chip_for_cell(int(cell), chip_crs) for cell in cells]
-    graphs = builder.build_many([(index.query(spec.bounds), spec) for spec in specs])
-    region, present = model.encode_osm(graphs)
-    keep = present.numpy()
-    if not keep.any():
-        return 0
-    store.upsert("cells", _cell_rows(
-        cells[keep].tolist(), [g for g, k in zip(graphs, keep, strict=True) if k], region[present],
-        present[present], res, model_id, ["osm-only"] * int(keep.sum()), _widths(model), image=None, fused=None))
-    return int(keep.sum())
-
-
 def _cell_rows(cells: list[int], graphs, osm_region: torch.Tensor, has_osm: torch.Tensor, res: int, model_id: str,
                sources: list[str], widths: dict[str, int], *, image: torch.Tensor | None,
                fused: torch.Tensor | None) -> pa.Table:
@@ -275,7 +388,7 @@ def _cell_rows(cells: list[int], graphs, osm_region: torch.Tensor, has_osm: torc
         **{f"n_{t}": np.array([g[t].num_nodes for g in graphs], dtype=np.int32) for t in NODE_TYPES},
         "source": sources,
         "model_id": [model_id] * cells.size,
-        "created_at": pa.array([datetime.now(timezone.utc)] * cells.size, type=pa.timestamp("us", tz="UTC")),
+        "created_at": pa.array([datetime.now(UTC)] * cells.size, type=pa.timestamp("us", tz="UTC")),
     }
     return pa.Table.from_pydict(columns, schema=cells_schema(widths["image"], widths["osm"], widths["fused"], res))
 

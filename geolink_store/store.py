@@ -58,7 +58,7 @@ def parent_resolutions(res: int) -> range:
     All of them, because they cost 8 bytes per level (a 256-d vector costs 1 KiB) and make every rollup and
     every ``--parent`` filter a plain integer comparison.
     """
-    return range(0, res)
+    return range(res)
 
 
 def parent_column(res: int) -> str:

@@ -149,6 +149,10 @@ class MiniLMEncoder:
         vectors = self._model.encode(list(texts), batch_size=self.batch_size, convert_to_numpy=True)
         return np.asarray(vectors, dtype=np.float32).reshape(len(texts), self.dim)
 
+    def __getstate__(self) -> dict:
+        """Pickle settings only (for worker processes): each process loads the model on its first use."""
+        return {**self.__dict__, "_model": None}
+
 
 class CLIPTextEncoder:
     """CLIP text features as the official GeoLink computes them (needs ``transformers`` and weights on disk).

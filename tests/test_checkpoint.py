@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import torch
 import pytest
+import torch
 
 from model import CheckpointError, GeoLink, GeoLinkConfig, default_model, fingerprint
 
