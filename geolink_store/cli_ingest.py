@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 import click
@@ -60,9 +61,20 @@ def _summary(report) -> str:
 @click.option("--overwrite", is_flag=True, help="Re-encode cells already stored for this model (default: resume).")
 @click.option("--osm-only", is_flag=True, help="Cells without imagery but with OSM get their OSM vector alone "
                                                "(image and fused null) instead of being skipped.")
+@click.option("--partition-levels", type=click.IntRange(0, 15), default=3, show_default=True,
+              help="Partition the cells by their parent this many resolutions coarser (3: ~343 cells each).")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="Encode in this process, or on a Ray cluster (pip install 'geolink-store[ray]').")
+@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Ray engine: encoder actors (one GPU each on a GPU cluster, else --cpus-per-worker cores).")
+@click.option("--cpus-per-worker", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Ray engine: cores (torch threads) per CPU encoder actor.")
+@click.option("--ray-address", default=None, help="Ray engine: a running cluster ('auto', 'ray://head:10001'); "
+                                                  "default: a new local cluster.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def ingest_command(db: str, region: str, imagery: tuple[str, ...], osm: str, res: int, fine_res: int | None,
                    checkpoint: str | None, batch_size: int, min_valid: float, overwrite: bool, osm_only: bool,
+                   partition_levels: int, engine: str, workers: int, cpus_per_worker: int, ray_address: str | None,
                    fmt: str) -> None:
     """Encode every cell of a region into the store: image, OSM and fused vectors per cell and per patch."""
     from model import GeoLink
@@ -70,12 +82,17 @@ def ingest_command(db: str, region: str, imagery: tuple[str, ...], osm: str, res
     from .pipeline import IngestSettings, ingest
 
     settings = IngestSettings(res=res, fine_res=fine_res, batch_size=batch_size, min_valid=min_valid,
-                              overwrite=overwrite, osm_only=osm_only)
+                              overwrite=overwrite, osm_only=osm_only, partition_levels=partition_levels)
     model = GeoLink.from_checkpoint(checkpoint) if checkpoint else GeoLink.default()
+    run = ingest
+    if engine == "ray":
+        from .ray_engine import ingest_ray
+
+        run = partial(ingest_ray, workers=workers, cpus_per_worker=cpus_per_worker, address=ray_address)
     with progress_bars() as progress:
-        report = ingest(db, region, list(imagery), osm, model=model,
-                        model_name=Path(checkpoint).name if checkpoint else "default", settings=settings,
-                        progress=progress)
+        report = run(db, region, list(imagery), osm, model=model,
+                     model_name=Path(checkpoint).name if checkpoint else "default", settings=settings,
+                     progress=progress)
     if fmt == "json":
         click.echo(json.dumps({k: v for k, v in vars(report).items() if k != "skipped_cells"}
                               | {"cells_per_s": report.cells_per_s}))

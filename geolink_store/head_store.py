@@ -136,7 +136,7 @@ def load_head(store: Store, head_id: str) -> tuple[dict, Head]:
     """A saved head's row (without weights) and the head itself."""
     found = store.table("heads").search().where(f"head_id = {sql_string(head_id)}").limit(1).to_arrow().to_pylist()
     if not found:
-        raise GeolinkError(f"no head {head_id!r} in {store.path} (see `geolink heads list`)")
+        raise GeolinkError(f"no head {head_id!r} in {store.location} (see `geolink heads list`)")
     row = found[0]
     classes = json.loads(row["classes"])
     head = Head.from_bytes(row.pop("weights"), row["kind"], row["dim"], classes)

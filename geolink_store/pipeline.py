@@ -187,11 +187,15 @@ def plan_ingest(
     wanted = cells if settings.osm_only else covered
     todo = wanted if settings.overwrite else np.setdiff1d(wanted, store.existing_cells(report.model_id))
     report.cells_already_stored = int(wanted.size - todo.size)
-    device = next(model.parameters()).device
-    bf16 = settings.bf16 if settings.bf16 is not None else device.type == "cuda"
     return IngestPlan(store=store, model=model, model_name=model_name, settings=settings, source=source, osm=osm,
                       covered=covered, chip_crs=chip_crs, builder=builder, todo=todo,
-                      dtype=torch.bfloat16 if bf16 else torch.float32, report=report)
+                      dtype=encode_dtype(settings, next(model.parameters()).device), report=report)
+
+
+def encode_dtype(settings: IngestSettings, device: torch.device) -> torch.dtype:
+    """The autocast dtype of the model: bfloat16 when asked, or by default on a GPU; float32 otherwise."""
+    bf16 = settings.bf16 if settings.bf16 is not None else device.type == "cuda"
+    return torch.bfloat16 if bf16 else torch.float32
 
 
 def ingest(
@@ -281,7 +285,7 @@ def partition_work(source: ImagerySource, osm: str, partition: np.ndarray, image
     ``imaged`` are the partition's cells that the imagery covers; with ``settings.osm_only`` the partition's other
     cells follow as :class:`OsmOnlyBatch` es. Skipped cells are counted in ``tally``.
     """
-    index = OSMIndex(_partition_osm(osm, partition), chip_crs)
+    index = OSMIndex(partition_osm(osm, partition), chip_crs)
     read: list[int] = []
     for batch in _batched(read_chips(source, imaged, chip_crs, min_valid=settings.min_valid, tally=tally),
                           settings.batch_size):
@@ -348,7 +352,7 @@ def _partitions(cells: np.ndarray, res: int, levels: int) -> Iterator[np.ndarray
         yield chunk
 
 
-def _partition_osm(path: str, cells: np.ndarray) -> gpd.GeoDataFrame:
+def partition_osm(path: str, cells: np.ndarray) -> gpd.GeoDataFrame:
     """The OSM entities around a partition's chips (its hexagons' bounds grown by one cell in each direction)."""
     hexagons = shapely.union_all(cell_geometries(cells))
     west, south, east, north = hexagons.bounds

@@ -29,6 +29,7 @@ import lancedb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
 
 from geolink_store.errors import GeolinkError
 
@@ -129,34 +130,67 @@ class UpsertResult:
 
 
 class Store:
-    """A geolink store: a LanceDB directory holding the ``cells``, ``patches`` and ``models`` tables."""
+    """A geolink store: a LanceDB database holding the ``cells``, ``patches`` and ``models`` tables.
 
-    def __init__(self, path: Path, db: lancedb.DBConnection) -> None:
+    The store is a local directory or an object-store URI (``s3://bucket/prefix``, ``gs://``, ``az://``); for the
+    latter, credentials and endpoint come from the environment as LanceDB reads them (``AWS_ACCESS_KEY_ID``,
+    ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``, ``AWS_ENDPOINT``...).
+    """
+
+    def __init__(self, location: str | Path, db: lancedb.DBConnection) -> None:
         """Wrap an open connection; use :meth:`open` or :meth:`create_or_open` instead."""
-        self.path = path
+        self.location = str(location)
         self._db = db
 
+    @property
+    def remote(self) -> bool:
+        """Whether the store lives on object storage."""
+        return is_remote(self.location)
+
+    @property
+    def path(self) -> Path:
+        """The local directory of the store.
+
+        Raises:
+            GeolinkError: the store is on object storage.
+        """
+        if self.remote:
+            raise GeolinkError(f"store {self.location} is on object storage; this needs a local store directory")
+        return Path(self.location)
+
+    def table_uri(self, name: str) -> str:
+        """The Lance dataset of table ``name`` (a path or URI; it need not exist yet)."""
+        return f"{self.location.rstrip('/')}/{name}.lance"
+
     @classmethod
-    def create_or_open(cls, path: str | Path) -> Store:
-        """Open the store at ``path``, creating an empty one (a directory) if nothing is there."""
-        path = Path(path)
+    def create_or_open(cls, location: str | Path) -> Store:
+        """Open the store at ``location``, creating an empty one if nothing is there."""
+        if is_remote(location):
+            return cls(location, lancedb.connect(str(location)))
+        path = Path(location)
         if path.exists() and not path.is_dir():
             raise GeolinkError(f"store path {path} is a file; a store is a directory")
         path.mkdir(parents=True, exist_ok=True)
         return cls(path, lancedb.connect(path))
 
     @classmethod
-    def open(cls, path: str | Path) -> Store:
+    def open(cls, location: str | Path) -> Store:
         """Open an existing store.
 
         Raises:
-            GeolinkError: ``path`` is not an existing directory.
+            GeolinkError: nothing is at ``location`` (no directory, or no tables under the URI).
         """
-        path = Path(path)
+        missing = GeolinkError(
+            f"store {location} does not exist (create one with `geolink ingest --db {location} ...`)"
+        )
+        if is_remote(location):
+            store = cls(location, lancedb.connect(str(location)))
+            if not store.table_names():
+                raise missing
+            return store
+        path = Path(location)
         if not path.is_dir():
-            raise GeolinkError(
-                f"store {path} does not exist (create one with `geolink ingest --db {path} ...`)"
-            )
+            raise missing
         return cls(path, lancedb.connect(path))
 
     def table_names(self) -> list[str]:
@@ -171,7 +205,7 @@ class Store:
         """
         if name not in self.table_names():
             have = ", ".join(self.table_names()) or "none"
-            raise GeolinkError(f"store {self.path} has no table {name!r} (tables: {have})")
+            raise GeolinkError(f"store {self.location} has no table {name!r} (tables: {have})")
         return self._db.open_table(name)
 
     def register_model(
@@ -373,8 +407,45 @@ class Store:
                 if indexes and any(i["type"] != "BTree" for i in indexes.values())
                 else "exact",
             }
-        size = sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
-        return {"path": str(self.path), "size_bytes": size, "tables": tables, "models": self.models()}
+        filesystem, root = file_system(self.location)
+        files = filesystem.get_file_info(pafs.FileSelector(root, recursive=True))
+        size = sum(f.size for f in files if f.type == pafs.FileType.File)
+        return {"path": self.location, "size_bytes": size, "tables": tables, "models": self.models()}
+
+    def ensure_table(self, table: str, schema: pa.Schema) -> pa.Schema:
+        """Create ``table`` empty with ``schema`` unless it exists; return its schema.
+
+        Raises:
+            GeolinkError: the table exists with other columns or vector widths.
+        """
+        if table not in self.table_names():
+            self._db.create_table(table, schema=schema, exist_ok=True)
+        return self.check_schema(table, schema)
+
+    def check_schema(self, table: str, schema: pa.Schema) -> pa.Schema:
+        """The schema that rows shaped as ``schema`` take in ``table``: the table's own if it exists.
+
+        Raises:
+            GeolinkError: the table exists with other columns or vector widths.
+        """
+        if table not in self.table_names():
+            return schema
+        stored = self.table(table).schema
+        _conform(table, schema.empty_table(), stored)
+        return stored
+
+
+def is_remote(location: str | Path) -> bool:
+    """Whether ``location`` is an object-store URI (``s3://``, ``gs://``, ``az://``...) rather than a local path."""
+    scheme, sep, _ = str(location).partition("://")
+    return bool(sep) and scheme != "file"
+
+
+def file_system(location: str | Path) -> tuple[pafs.FileSystem, str]:
+    """A pyarrow file system for ``location`` (local or object store) and the path of ``location`` inside it."""
+    if is_remote(location):
+        return pafs.FileSystem.from_uri(str(location))
+    return pafs.LocalFileSystem(), str(Path(location).resolve())
 
 
 def sql_string(value: str) -> str:

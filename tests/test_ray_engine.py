@@ -1,0 +1,190 @@
+"""``--engine ray`` on a real local Ray cluster (a head node with 2 worker CPUs, started with ``ray start`` as a user
+would): same rows as the local engine, a journal that survives SIGKILL, one commit per table that replaces stale
+rows, and one clean error line for bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from click.testing import CliRunner
+
+from geolink_store.cli import main
+from geolink_store.pipeline import IngestSettings, ingest
+from geolink_store.sample import kampala_sample
+from geolink_store.store import Store
+
+ray = pytest.importorskip("ray", reason="the Ray engine's tests need `pip install geolink-store[ray]`")
+pytest.importorskip("lance", reason="the Ray engine's tests need pylance (`pip install geolink-store[ray]`)")
+from geolink_store.ray_engine import ingest_ray  # noqa: E402
+
+SAMPLE = kampala_sample()
+SETTINGS = IngestSettings(res=SAMPLE.res, fine_res=SAMPLE.fine_res, batch_size=8, partition_levels=1)
+ARGS = (SAMPLE.region, [str(SAMPLE.imagery)], str(SAMPLE.osm))
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory) -> str:
+    """A local Ray cluster with 2 CPUs, its address; stopped afterwards."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    temp = tmp_path_factory.mktemp("ray")
+    os.environ["RAY_AUTH_MODE"] = "disabled"  # a throwaway cluster on loopback; the drivers below inherit this
+    command = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--num-cpus=2", "--num-gpus=0",
+               f"--port={port}", "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}"]
+    subprocess.run(command, check=True, capture_output=True, timeout=120)
+    yield f"127.0.0.1:{port}"
+    subprocess.run([str(Path(sys.executable).parent / "ray"), "stop", "--force"], capture_output=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def local_db(tmp_path_factory) -> Path:
+    db = tmp_path_factory.mktemp("local") / "db"
+    ingest(str(db), *ARGS, settings=SETTINGS)
+    return db
+
+
+def _ray_ingest(db: Path, cluster: str, **changes) -> object:
+    settings = IngestSettings(**{**SETTINGS.__dict__, **changes})
+    return ingest_ray(str(db), *ARGS, settings=settings, workers=2, address=cluster)
+
+
+def _sorted(db: Path, table: str) -> pa.Table:
+    data = Store.open(db).table(table).to_arrow()
+    return data.drop_columns([c for c in ("created_at",) if c in data.column_names]).sort_by("h3")
+
+
+def assert_same_rows(db: Path, expected: Path) -> None:
+    """Same keys and plain columns in both stores; vectors equal to float tolerance."""
+    for table in ("cells", "patches"):
+        got, want = _sorted(db, table), _sorted(expected, table)
+        assert got.num_rows == want.num_rows
+        for name in want.column_names:
+            if pa.types.is_fixed_size_list(want.schema.field(name).type):
+                assert got[name].null_count == want[name].null_count
+                mask = np.asarray(want[name].is_valid())
+                a = np.stack(got[name].filter(mask).to_numpy(zero_copy_only=False))
+                b = np.stack(want[name].filter(mask).to_numpy(zero_copy_only=False))
+                np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
+            else:
+                assert got[name].equals(want[name]), f"{table}.{name} differs"
+    assert len(Store.open(db).models()) == 1
+
+
+def test_two_workers_write_the_rows_of_the_local_engine(cluster: str, local_db: Path, tmp_path: Path) -> None:
+    db = tmp_path / "db"
+    report = _ray_ingest(db, cluster)
+    local = Store.open(local_db)
+    assert report.cells_encoded == local.table("cells").count_rows() == 72
+    assert report.patches_written == local.table("patches").count_rows()
+    assert_same_rows(db, local_db)
+    assert not (db / "_staging").exists() or not any((db / "_staging").iterdir())
+    versions = {t: Store.open(db).table(t).version for t in ("cells", "patches")}
+    assert versions == {"cells": 2, "patches": 2}  # created empty, then one commit each
+
+
+def test_rerun_finds_everything_stored(cluster: str, local_db: Path, tmp_path: Path) -> None:
+    db = tmp_path / "db"
+    _ray_ingest(db, cluster)
+    again = _ray_ingest(db, cluster)
+    assert again.cells_encoded == 0 and again.cells_already_stored == 72
+    assert_same_rows(db, local_db)
+
+
+DRIVER = """
+import sys
+from geolink_store.pipeline import IngestSettings
+from geolink_store.ray_engine import ingest_ray
+from geolink_store.sample import kampala_sample
+s = kampala_sample()
+ingest_ray(sys.argv[1], s.region, [str(s.imagery)], str(s.osm), workers=1, address=sys.argv[2],
+           settings=IngestSettings(res=s.res, fine_res=s.fine_res, batch_size=8, partition_levels=1))
+"""
+
+
+def test_killed_driver_resumes_from_its_journal(cluster: str, local_db: Path, tmp_path: Path) -> None:
+    """SIGKILL the driver once some partitions are journaled: nothing is committed yet, and the rerun encodes only
+    the other partitions (the journaled fragments are the ones committed) and ends with the local engine's rows."""
+    db = tmp_path / "db"
+    driver = subprocess.Popen([sys.executable, "-c", DRIVER, str(db), cluster], stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 180
+    journaled: list[Path] = []
+    while time.monotonic() < deadline and driver.poll() is None and len(journaled) < 2:
+        journaled = list((db / "_staging").glob("*/*.json")) if (db / "_staging").exists() else []
+        time.sleep(0.05)
+    os.kill(driver.pid, signal.SIGKILL)
+    driver.wait()
+    assert len(journaled) >= 2, "the driver finished or stalled before journaling two partitions"
+    assert Store.open(db).table("cells").count_rows() == 0
+    staged = {
+        json.loads(fragment)["files"][0]["path"]
+        for record in journaled
+        for fragments in json.loads(record.read_text())["fragments"].values()
+        for fragment in fragments
+    }
+    _ray_ingest(db, cluster)
+    import lance
+
+    committed = {
+        data.path
+        for table in ("cells", "patches")
+        for fragment in lance.dataset(str(db / f"{table}.lance")).get_fragments()
+        for data in fragment.data_files()
+    }
+    assert staged <= committed
+    assert_same_rows(db, local_db)
+
+
+def test_stale_rows_are_replaced_in_the_same_commit(cluster: str, local_db: Path, tmp_path: Path) -> None:
+    """A local ingest killed between a batch's patches and its cells leaves patches without their cell: the Ray
+    engine re-encodes those cells and drops the old patches in its commit; --overwrite replaces everything."""
+    db = tmp_path / "db"
+    ingest(str(db), *ARGS, settings=SETTINGS)
+    cells = Store.open(db).table("cells")
+    dropped = cells.to_arrow()["h3"].to_pylist()[:20]
+    cells.delete(f"h3 IN ({', '.join(map(str, dropped))})")
+    report = _ray_ingest(db, cluster)
+    assert report.cells_encoded == 20
+    assert_same_rows(db, local_db)
+    report = _ray_ingest(db, cluster, overwrite=True)
+    assert report.cells_encoded == 72
+    assert_same_rows(db, local_db)
+
+
+def test_cli_engine_ray(cluster: str, local_db: Path, tmp_path: Path) -> None:
+    db = tmp_path / "db"
+    result = CliRunner().invoke(main, [
+        "ingest", "--db", str(db), "--region", SAMPLE.region, "--imagery", str(SAMPLE.imagery),
+        "--osm", str(SAMPLE.osm), "--res", str(SAMPLE.res), "--fine-res", str(SAMPLE.fine_res), "--batch-size", "8",
+        "--partition-levels", "1", "--engine", "ray", "--workers", "2", "--ray-address", cluster, "--format", "json",
+    ])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout.strip().splitlines()[-1])["cells_encoded"] == 72
+    assert_same_rows(db, local_db)
+
+
+def test_cli_engine_ray_bad_osm_and_bad_address(cluster: str, tmp_path: Path) -> None:
+    """One error line and exit 1, nothing written: a truncated PBF (found before any worker starts) and a cluster
+    address where no cluster runs."""
+    (tmp_path / "cut.osm.pbf").write_bytes(b"\x00\x00\x00\x0d\n\tOSMHeader\x18\x90\x01")
+    base = ["ingest", "--region", SAMPLE.region, "--imagery", str(SAMPLE.imagery),
+            "--res", str(SAMPLE.res), "--engine", "ray"]
+    for db, osm, address in ((tmp_path / "a", tmp_path / "cut.osm.pbf", cluster),
+                             (tmp_path / "b", SAMPLE.osm, "127.0.0.1:9")):
+        result = subprocess.run(
+            [str(Path(sys.executable).parent / "geolink"), *base, "--db", str(db), "--osm", str(osm), "--ray-address",
+             address], capture_output=True, text=True, timeout=300)
+        assert result.returncode == 1, result.stderr
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
+        assert not Store.open(db).table_names() if db.exists() else True
