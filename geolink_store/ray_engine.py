@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import socket
 import time
 import warnings
@@ -51,6 +52,8 @@ from .tiling import parents
 
 TABLES = ("patches", "cells")
 """Commit order: a cell is never visible without its patches."""
+STORAGE_ENV_PREFIXES = ("AWS_", "GOOGLE_", "AZURE_")
+"""Environment variables that object stores read, passed on to the workers of a cluster this run starts or joins."""
 STALE_KEY = {"patches": "parent", "cells": "h3"}
 """The column that ties a table's rows to the cells being (re-)encoded."""
 
@@ -266,9 +269,14 @@ def _connect(ray, address: str | None, local_cpus: int) -> None:
         warnings.filterwarnings("ignore", message="lancedb fork support", category=RuntimeWarning)
         try:
             ray.init(address=address, num_cpus=None if address else local_cpus, include_dashboard=False,
-                     logging_level="ERROR", log_to_driver=False)
+                     logging_level="ERROR", log_to_driver=False, runtime_env={"env_vars": _storage_env()})
         except ConnectionError as error:
             raise GeolinkError(f"cannot join the Ray cluster at {address}: {error}") from None
+
+
+def _storage_env() -> dict[str, str]:
+    """The object-store settings of this process (credentials, endpoint, region), for the workers' writes."""
+    return {name: value for name, value in os.environ.items() if name.startswith(STORAGE_ENV_PREFIXES)}
 
 
 def _run_partitions(ray, plan: IngestPlan, spec: WorkerSpec, todo: dict[int, np.ndarray], workers: int,

@@ -101,7 +101,7 @@ class SqlSession:
             self._read_file(name, Path(path))
         if write:
             self.connection.execute(
-                f"ATTACH {sql_string(str(self.store.path.resolve()))} AS store (TYPE LANCE)"
+                f"ATTACH {sql_string(self.store.uri)} AS store (TYPE LANCE)"
             )
         else:
             self.connection.execute("SET enable_external_access = false")
@@ -153,7 +153,7 @@ class SqlSession:
     def _create_views(self) -> None:
         connection = self.connection
         for name in self.store.table_names():
-            source = sql_string(str((self.store.path / f"{name}.lance").resolve()))
+            source = sql_string(self.store.table_uri(name))
             columns = connection.sql(f"DESCRIBE SELECT * FROM {source}").fetchall()
             replace = (
                 " REPLACE (ST_GeomFromWKB(geometry) AS geometry)"

@@ -158,9 +158,14 @@ class Store:
             raise GeolinkError(f"store {self.location} is on object storage; this needs a local store directory")
         return Path(self.location)
 
+    @property
+    def uri(self) -> str:
+        """The store as an absolute path or an object-store URI."""
+        return self.location.rstrip("/") if self.remote else str(Path(self.location).resolve())
+
     def table_uri(self, name: str) -> str:
-        """The Lance dataset of table ``name`` (a path or URI; it need not exist yet)."""
-        return f"{self.location.rstrip('/')}/{name}.lance"
+        """The Lance dataset of table ``name`` (it need not exist yet)."""
+        return f"{self.uri}/{name}.lance"
 
     @classmethod
     def create_or_open(cls, location: str | Path) -> Store:
