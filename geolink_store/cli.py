@@ -55,7 +55,7 @@ def _echo_json(value: Any) -> None:
 @main.command(
     epilog="Example: geolink search --db store --lonlat 32.58,0.32 --k 5 --within 32.5,0.2,32.7,0.4"
 )
-@click.option("--db", required=True, help="Store directory.")
+@click.option("--db", required=True, help="Store: a directory or an s3://, gs://, az:// URI.")
 @click.option("--cell", help="H3 cell(s), hex or integer, comma-separated (averaged into one query).")
 @click.option("--lonlat", help="LON,LAT in degrees: the store cell containing the point.")
 @click.option(
@@ -121,7 +121,7 @@ def search(
 
 
 @main.command(epilog='Example: geolink sql --db store "SELECT h3_r7, count(*) FROM cells GROUP BY 1"')
-@click.option("--db", required=True, help="Store directory.")
+@click.option("--db", required=True, help="Store: a directory or an s3://, gs://, az:// URI.")
 @click.argument("query")
 @click.option(
     "--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True
@@ -164,7 +164,7 @@ def _write_csv(rows: pa.Table) -> None:
 
 
 @main.command()
-@click.option("--db", required=True, help="Store directory.")
+@click.option("--db", required=True, help="Store: a directory or an s3://, gs://, az:// URI.")
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
 def info(db: str, fmt: str) -> None:
     """Tables, rows, models, vector widths, index state and size on disk."""
@@ -184,7 +184,7 @@ def info(db: str, fmt: str) -> None:
 
 
 @main.command()
-@click.option("--db", required=True, help="Store directory.")
+@click.option("--db", required=True, help="Store: a directory or an s3://, gs://, az:// URI.")
 @click.option("--table", default="cells", show_default=True)
 @click.option(
     "--min-rows",
@@ -202,7 +202,7 @@ def index(db: str, table: str, min_rows: int | None) -> None:
 
 
 @main.command()
-@click.option("--db", required=True, help="Store directory.")
+@click.option("--db", required=True, help="Store: a directory or an s3://, gs://, az:// URI.")
 @click.option("--table", default="cells", show_default=True)
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output .parquet (GeoParquet).")
 @click.option("--model", "model_id", help="Only this model's rows.")

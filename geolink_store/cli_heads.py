@@ -18,7 +18,7 @@ def heads_group() -> None:
 
 def _train_options(command):
     for option in reversed([
-        click.option("--db", required=True, help="Store directory."),
+        click.option("--db", required=True, help="Store: a directory or an s3://, gs://, az:// URI."),
         click.option("--labels", "labels_path", required=True, type=click.Path(dir_okay=False),
                      help="Points/polygons (GeoJSON, GPKG, GeoParquet), CSV of h3,label, or a label raster."),
         click.option("--label-column", default="label", show_default=True),
@@ -85,7 +85,7 @@ def compare(db: str, labels_path: str, label_column: str, kind: str, split: str,
 
 
 @heads_group.command("predict")
-@click.option("--db", required=True, help="Store directory.")
+@click.option("--db", required=True, help="Store: a directory or an s3://, gs://, az:// URI.")
 @click.option("--head", "head_id", required=True, help="Head id (see `geolink heads list`).")
 @click.option("--model", "model_id", help="Refuse unless the head was trained on this model's vectors.")
 @click.option("--map", "map_path", type=click.Path(dir_okay=False), help="Also draw the predictions (.png or .html).")
@@ -106,7 +106,7 @@ def predict(db: str, head_id: str, model_id: str | None, map_path: str | None) -
 
 
 @heads_group.command("list")
-@click.option("--db", required=True, help="Store directory.")
+@click.option("--db", required=True, help="Store: a directory or an s3://, gs://, az:// URI.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def list_command(db: str, fmt: str) -> None:
     """The heads saved in the store."""

@@ -47,7 +47,7 @@ def _summary(report) -> str:
 
 @click.command("ingest", epilog="Example: geolink ingest --db store --region 32.59,0.35,32.60,0.36 "
                                 "--imagery tiles/ --osm kampala.osm.pbf --res 12")
-@click.option("--db", required=True, help="Store directory (created if absent).")
+@click.option("--db", required=True, help="Store: a directory or an s3://, gs://, az:// URI (created if absent).")
 @click.option("--region", required=True, help="W,S,E,N in degrees, a GeoJSON/GPKG/GeoParquet file, or H3 cells.")
 @click.option("--imagery", required=True, multiple=True, help="GeoTIFF/COG or slippy-map tile folder; repeatable "
                                                               "(a mosaic, in priority order).")

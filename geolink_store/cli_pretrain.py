@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import click
@@ -52,4 +53,5 @@ def pretrain_command(data: str, out: str | None, config_file: str | None, archit
         config = PretrainConfig(data=data, out=out, steps=steps, batch_size=batch_size, lr=lr, init=init,
                                 model=GeoLinkConfig(architecture=architecture, osm_in_chans=384, type_attention=True))
     metrics = pretrain(config)
-    click.echo(json.dumps(metrics))
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one line for the run
+        click.echo(json.dumps(metrics))

@@ -21,6 +21,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
+from itertools import islice
 from typing import Any
 
 import numpy as np
@@ -52,6 +53,8 @@ from .tiling import parents
 
 TABLES = ("patches", "cells")
 """Commit order: a cell is never visible without its patches."""
+IN_FLIGHT_PER_WORKER = 2
+"""Partitions handed out ahead per worker: enough to keep it busy, few enough to bound prepared chips in memory."""
 STORAGE_ENV_PREFIXES = ("AWS_", "GOOGLE_", "AZURE_")
 """Environment variables that object stores read, passed on to the workers of a cluster this run starts or joins."""
 STALE_KEY = {"patches": "parent", "cells": "h3"}
@@ -198,6 +201,7 @@ def ingest_ray(
     address: str | None = None,
     gpus_per_worker: float | None = None,
     cpus_per_worker: int = 1,
+    prepare_in_tasks: bool | None = None,
     progress: Callable[[int], Progress] | None = None,
 ) -> IngestReport:
     """Encode a region as :func:`~geolink_store.pipeline.ingest` does, with ``workers`` Ray actors.
@@ -208,6 +212,9 @@ def ingest_ray(
             connected to, or a new local one sized for the workers.
         gpus_per_worker: GPUs per encoder actor; default: 1 when the cluster has GPUs, else 0.
         cpus_per_worker: cores per CPU encoder actor (its torch threads).
+        prepare_in_tasks: read chips and build graphs in separate one-core Ray tasks instead of in the encoder
+            actors; default: on GPU clusters, so that the GPUs only encode. On a CPU cluster it needs free cores
+            beside the actors'.
     """
     try:
         import ray
@@ -235,7 +242,8 @@ def ingest_ray(
         if owns_cluster:
             _connect(ray, address, workers * cpus_per_worker)
         try:
-            for result in _run_partitions(ray, plan, _worker_spec(plan), todo, workers, gpus_per_worker, cpus_per_worker):
+            workers_spec = Workers(workers, gpus_per_worker, cpus_per_worker, prepare_in_tasks)
+            for result in _run_partitions(ray, plan, _worker_spec(plan), todo, workers_spec):
                 journal.record(result)
                 finished[result.key] = result
                 if advance:
@@ -279,24 +287,43 @@ def _storage_env() -> dict[str, str]:
     return {name: value for name, value in os.environ.items() if name.startswith(STORAGE_ENV_PREFIXES)}
 
 
-def _run_partitions(ray, plan: IngestPlan, spec: WorkerSpec, todo: dict[int, np.ndarray], workers: int,
-                    gpus_per_worker: float | None, cpus_per_worker: int) -> Iterator[PartitionResult]:
-    """Encode the partitions on ``workers`` actors, yielding each result as it arrives."""
-    gpus = gpus_per_worker if gpus_per_worker is not None else (1 if ray.cluster_resources().get("GPU") else 0)
-    actor = ray.remote(PartitionEncoder).options(num_gpus=gpus, num_cpus=0 if gpus else cpus_per_worker)
+@dataclass(frozen=True)
+class Workers:
+    """How many encoder actors, with what, and where chips are read (see :func:`ingest_ray`)."""
+
+    count: int
+    gpus: float | None
+    cpus: int
+    prepare_in_tasks: bool | None
+
+
+def _run_partitions(ray, plan: IngestPlan, spec: WorkerSpec, todo: dict[int, np.ndarray],
+                    workers: Workers) -> Iterator[PartitionResult]:
+    """Encode the partitions on the encoder actors, yielding each result as it arrives."""
+    gpus = workers.gpus if workers.gpus is not None else (1 if ray.cluster_resources().get("GPU") else 0)
+    in_tasks = workers.prepare_in_tasks if workers.prepare_in_tasks is not None else bool(gpus)
+    actor = ray.remote(PartitionEncoder).options(num_gpus=gpus, num_cpus=0 if gpus else workers.cpus)
     model_ref, spec_ref = ray.put(plan.model), ray.put(spec)
-    pool = ray.util.ActorPool([actor.remote(model_ref, spec_ref, cpus_per_worker) for _ in range(workers)])
+    pool = ray.util.ActorPool([actor.remote(model_ref, spec_ref, workers.cpus) for _ in range(workers.count)])
     prepare_remote = ray.remote(prepare).options(num_cpus=1)
-    for key, cells in todo.items():
+
+    def submit(key: int, cells: np.ndarray) -> None:
         imaged = plan.imaged(cells)
-        if gpus:  # chips and graphs on the cluster's CPUs, the model on the GPU actors
+        if in_tasks:  # chips and graphs on the cluster's CPUs, the model in the actors
             prepared = prepare_remote.remote(spec_ref, key, cells, imaged)
             pool.submit(lambda worker, value: worker.encode.remote(value), prepared)
         else:
             pool.submit(lambda worker, value: worker.prepare_and_encode.remote(*value), (key, cells, imaged))
+
+    queue = iter(todo.items())
+    for key, cells in islice(queue, IN_FLIGHT_PER_WORKER * workers.count):
+        submit(key, cells)
     try:
         while pool.has_next():
-            yield pool.get_next_unordered()
+            result = pool.get_next_unordered()
+            for key, cells in islice(queue, 1):
+                submit(key, cells)
+            yield result
     except ray.exceptions.RayTaskError as error:
         cause = error.as_instanceof_cause()
         if isinstance(cause, GeolinkError):

@@ -7,15 +7,20 @@ show AWS behaviour (latency, eventual listing, IAM); see the README's scale-out 
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import geopandas as gpd
 import numpy as np
+import pandas as pd
 import pytest
+from click.testing import CliRunner
 
+from geolink_store.cli import main
 from geolink_store.pipeline import IngestSettings, ingest
 from geolink_store.sample import kampala_sample
 from geolink_store.search import search
@@ -76,17 +81,23 @@ def _keys(bucket: str, prefix: str) -> list[str]:
     return [item["Key"] for item in listing.get("Contents", [])]
 
 
-def test_local_engine_search_sql_info_on_s3(bucket: str, local_db: Path) -> None:
+@pytest.fixture(scope="module")
+def s3_store(bucket: str) -> str:
     uri = f"{bucket}/local-engine"
-    report = ingest(uri, *ARGS, settings=SETTINGS)
-    assert report.cells_encoded == 72
+    assert ingest(uri, *ARGS, settings=SETTINGS).cells_encoded == 72
+    return uri
+
+
+def test_local_engine_search_sql_info_on_s3(bucket: str, s3_store: str, local_db: Path) -> None:
+    uri = s3_store
+    report = Store.open(uri).info()["tables"]["patches"]
     store = Store.open(uri)
     np.testing.assert_allclose(_fused(store), _fused(Store.open(local_db)), atol=1e-5)
     query = store.table("cells").to_arrow()["h3"][0].as_py()
     found = search(store, cells=query, k=5)
     assert len(found) == 5 and query not in found["h3"].tolist()
     rows = run_sql(uri, "SELECT count(*) AS n, count(DISTINCT parent) AS cells FROM patches").to_pylist()
-    assert rows == [{"n": report.patches_written, "cells": 72}]
+    assert rows == [{"n": report["rows"], "cells": 72}]
     info = store.info()
     assert info["tables"]["cells"]["rows"] == 72 and info["size_bytes"] > 100_000
     assert any(key.startswith("local-engine/cells.lance/") for key in _keys(bucket, "local-engine/"))
@@ -103,3 +114,26 @@ def test_ray_engine_on_s3(bucket: str, local_db: Path) -> None:
     np.testing.assert_allclose(_fused(Store.open(uri)), _fused(Store.open(local_db)), atol=1e-5)
     assert not [key for key in _keys(bucket, "ray-engine/_staging/") if key.endswith(".json")]
     assert ingest_ray(uri, *ARGS, settings=SETTINGS, workers=2).cells_already_stored == 72
+
+
+def test_cli_on_an_s3_store(s3_store: str, tmp_path: Path) -> None:
+    """info, search, sql, heads train/list/predict and export, each through the CLI on the s3:// store."""
+    cells = Store.open(s3_store).table("cells").to_arrow()["h3"].to_pylist()
+    labels = tmp_path / "labels.csv"
+    pd.DataFrame({"h3": [f"{c:x}" for c in cells], "label": ["a", "b"] * (len(cells) // 2)}).to_csv(labels, index=False)
+    runner = CliRunner()
+
+    def ok(*args: str) -> str:
+        result = runner.invoke(main, list(args))
+        assert result.exit_code == 0, result.output
+        return result.stdout
+
+    assert json.loads(ok("info", "--db", s3_store, "--format", "json"))["tables"]["cells"]["rows"] == 72
+    assert len(json.loads(ok("search", "--db", s3_store, "--cell", f"{cells[0]:x}", "--k", "4", "--format", "json"))) == 4
+    assert "72" in ok("sql", "--db", s3_store, "SELECT count(*) FROM cells")
+    ok("heads", "train", "--db", s3_store, "--labels", str(labels), "--label-column", "label", "--split", "random")
+    heads = json.loads(ok("heads", "list", "--db", s3_store, "--format", "json"))
+    assert len(heads) == 1
+    ok("heads", "predict", "--db", s3_store, "--head", heads[0]["head_id"])
+    ok("export", "--db", s3_store, "--table", "cells", "--out", str(tmp_path / "cells.parquet"))
+    assert len(gpd.read_parquet(tmp_path / "cells.parquet")) == 72

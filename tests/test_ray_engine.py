@@ -93,6 +93,14 @@ def test_two_workers_write_the_rows_of_the_local_engine(cluster: str, local_db: 
     assert versions == {"cells": 2, "patches": 2}  # created empty, then one commit each
 
 
+def test_chips_read_in_separate_tasks(cluster: str, local_db: Path, tmp_path: Path) -> None:
+    """The GPU-cluster layout, on CPUs: one-core tasks read chips and build graphs, the actor only encodes (the
+    prepared partitions travel through Ray's object store)."""
+    db = tmp_path / "db"
+    ingest_ray(str(db), *ARGS, settings=SETTINGS, workers=1, address=cluster, prepare_in_tasks=True)
+    assert_same_rows(db, local_db)
+
+
 def test_rerun_finds_everything_stored(cluster: str, local_db: Path, tmp_path: Path) -> None:
     db = tmp_path / "db"
     _ray_ingest(db, cluster)

@@ -130,17 +130,23 @@ def test_bad_pretraining_input(shards, tmp_path) -> None:
         pretrain(_config(tmp_path / "empty", tmp_path / "c"))
 
 
-def test_ddp_with_two_cpu_processes(shards, tmp_path) -> None:
-    """torchrun, 2 processes, gloo: both ranks train in step and rank 0 writes the checkpoint."""
+@pytest.mark.parametrize("entry", ["module", "cli"])
+def test_ddp_with_two_cpu_processes(shards, tmp_path, entry: str) -> None:
+    """torchrun, 2 processes, gloo, through ``-m training --config`` and through ``geolink pretrain``: both ranks
+    train in step, rank 0 alone writes the checkpoint and the metrics (and prints them)."""
     config = _config(shards, tmp_path / "ddp", batch_size=2, steps=2)
     (tmp_path / "run.json").write_text(config.to_json())
+    program = (["-m", "training"] if entry == "module"
+               else [str(Path(sys.executable).parent / "geolink"), "pretrain", "--data", str(shards)])
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         "-m", "training", "--config", str(tmp_path / "run.json")],
+         *program, "--config", str(tmp_path / "run.json")],
         capture_output=True, text=True, env=env, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
+    if entry == "cli":
+        assert len([line for line in result.stdout.splitlines() if line.startswith("{")]) == 1
     saved = torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=True)
     assert saved["state"]["step"] == 2
     lines = (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()
