@@ -18,7 +18,7 @@ import numpy as np
 import ray
 
 from geolink_store.pipeline import IngestSettings, ingest
-from geolink_store.ray_engine import ingest_ray
+from geolink_store.ray_engine import RayEngine
 from geolink_store.sample import kampala_sample
 from geolink_store.store import Store
 from model import GeoLink
@@ -41,8 +41,9 @@ def main() -> None:
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     runs = {
         "local engine (1 process, 2 torch threads)": lambda db: ingest(db, *inputs, model=model, settings=settings),
-        "ray, 1 worker x 1 core": lambda db: ingest_ray(db, *inputs, model=model, settings=settings, workers=1),
-        "ray, 2 workers x 1 core": lambda db: ingest_ray(db, *inputs, model=model, settings=settings, workers=2),
+        **{f"ray, {n} worker{'s' if n > 1 else ''} x 1 core":
+           lambda db, n=n: ingest(db, *inputs, model=model, settings=settings, engine=RayEngine(workers=n))
+           for n in (1, 2)},
     }
     with tempfile.TemporaryDirectory() as tmp:
         ingest(f"{tmp}/warm", *inputs, model=model, settings=settings)  # fills the on-disk tag cache

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from functools import partial
 from pathlib import Path
 
 import click
@@ -84,15 +83,15 @@ def ingest_command(db: str, region: str, imagery: tuple[str, ...], osm: str, res
     settings = IngestSettings(res=res, fine_res=fine_res, batch_size=batch_size, min_valid=min_valid,
                               overwrite=overwrite, osm_only=osm_only, partition_levels=partition_levels)
     model = GeoLink.from_checkpoint(checkpoint) if checkpoint else GeoLink.default()
-    run = ingest
+    runner = None
     if engine == "ray":
-        from .ray_engine import ingest_ray
+        from .ray_engine import RayEngine
 
-        run = partial(ingest_ray, workers=workers, cpus_per_worker=cpus_per_worker, address=ray_address)
+        runner = RayEngine(workers=workers, cpus_per_worker=cpus_per_worker, address=ray_address)
     with progress_bars() as progress:
-        report = run(db, region, list(imagery), osm, model=model,
-                     model_name=Path(checkpoint).name if checkpoint else "default", settings=settings,
-                     progress=progress)
+        report = ingest(db, region, list(imagery), osm, model=model,
+                        model_name=Path(checkpoint).name if checkpoint else "default", settings=settings,
+                        engine=runner, progress=progress)
     if fmt == "json":
         click.echo(json.dumps({k: v for k, v in vars(report).items() if k != "skipped_cells"}
                               | {"cells_per_s": report.cells_per_s}))

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 import geopandas as gpd
 import numpy as np
@@ -114,6 +115,7 @@ class IngestPlan:
     model: GeoLink
     model_name: str
     settings: IngestSettings
+    imagery: list[str]
     source: ImagerySource
     osm: str
     covered: np.ndarray
@@ -187,8 +189,8 @@ def plan_ingest(
     wanted = cells if settings.osm_only else covered
     todo = wanted if settings.overwrite else np.setdiff1d(wanted, store.existing_cells(report.model_id))
     report.cells_already_stored = int(wanted.size - todo.size)
-    return IngestPlan(store=store, model=model, model_name=model_name, settings=settings, source=source, osm=osm,
-                      covered=covered, chip_crs=chip_crs, builder=builder, todo=todo,
+    return IngestPlan(store=store, model=model, model_name=model_name, settings=settings, imagery=list(imagery),
+                      source=source, osm=osm, covered=covered, chip_crs=chip_crs, builder=builder, todo=todo,
                       dtype=encode_dtype(settings, next(model.parameters()).device), report=report)
 
 
@@ -208,38 +210,54 @@ def ingest(
     model_name: str = "default",
     settings: IngestSettings | None = None,
     graph_builder: GraphBuilder | None = None,
+    engine: Engine | None = None,
     progress: Callable[[int], Progress] | None = None,
 ) -> IngestReport:
-    """Encode every cell of ``region`` covered by ``imagery`` into the store at ``db``, in this process.
+    """Encode every cell of ``region`` covered by ``imagery`` into the store at ``db``.
 
-    ``progress(total)`` may return a callback that receives the number of cells finished after each batch. For a
-    Ray cluster see :func:`geolink_store.ray_engine.ingest_ray`.
+    Args:
+        engine: where the work runs: :class:`LocalEngine` (default, this process) or
+            :class:`~geolink_store.ray_engine.RayEngine` (a Ray cluster).
+        progress: ``progress(total)`` may return a callback that receives the number of cells finished as work
+            completes.
     """
     started = time.perf_counter()
     plan = plan_ingest(db, region, imagery, osm, model=model, model_name=model_name, settings=settings,
                        graph_builder=graph_builder)
-    report = plan.report
-    advance = progress(int(plan.todo.size)) if progress else None
-    tally = ChipTally()
-    for partition in plan.partitions():
-        image_cells = 0
-        for work in partition_work(plan.source, plan.osm, partition, plan.imaged(partition), plan.chip_crs,
-                                   plan.builder, plan.settings, tally):
-            rows = encode_work(plan.model, work, plan.settings, report.model_id, plan.dtype)
-            plan.register_model()  # after the partition's OSM was read: a bad source writes nothing
-            if rows.patches is not None:
-                plan.store.upsert("patches", rows.patches)
-            plan.store.upsert("cells", rows.cells)
-            rows.add_to(report)
-            if isinstance(work, ImageBatch):
-                image_cells += len(work.chips)
-                if advance:
-                    advance(len(work.chips))
-        if advance:  # cells of the partition encoded from OSM alone or skipped for lack of imagery
-            advance(partition.size - image_cells)
-    report.add_tally(tally)
-    report.seconds = time.perf_counter() - started
-    return report
+    (engine or LocalEngine()).run(plan, progress(int(plan.todo.size)) if progress else None)
+    plan.report.seconds = time.perf_counter() - started
+    return plan.report
+
+
+class Engine(Protocol):
+    """Carries out an :class:`IngestPlan`, counting what it did in ``plan.report``."""
+
+    def run(self, plan: IngestPlan, advance: Progress | None) -> None: ...
+
+
+@dataclass(frozen=True)
+class LocalEngine:
+    """Encode in this process, partition by partition, each batch committed as soon as it is encoded."""
+
+    def run(self, plan: IngestPlan, advance: Progress | None) -> None:
+        tally = ChipTally()
+        for partition in plan.partitions():
+            image_cells = 0
+            for work in partition_work(plan.source, plan.osm, partition, plan.imaged(partition), plan.chip_crs,
+                                       plan.builder, plan.settings, tally):
+                rows = encode_work(plan.model, work, plan.settings, plan.report.model_id, plan.dtype)
+                plan.register_model()  # after the partition's OSM was read: a bad source writes nothing
+                if rows.patches is not None:
+                    plan.store.upsert("patches", rows.patches)
+                plan.store.upsert("cells", rows.cells)
+                rows.add_to(plan.report)
+                if isinstance(work, ImageBatch):
+                    image_cells += len(work.chips)
+                    if advance:
+                        advance(len(work.chips))
+            if advance:  # cells of the partition encoded from OSM alone or skipped for lack of imagery
+                advance(partition.size - image_cells)
+        plan.report.add_tally(tally)
 
 
 @dataclass

@@ -17,9 +17,8 @@ import hashlib
 import json
 import os
 import socket
-import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from itertools import islice
 from typing import Any
@@ -46,7 +45,6 @@ from .pipeline import (
     encode_work,
     partition_osm,
     partition_work,
-    plan_ingest,
 )
 from .store import MODEL_COLUMN, Store, cells_schema, file_system, patches_schema, sql_string
 from .tiling import parents
@@ -187,82 +185,99 @@ class StagingJournal:
             self.fs.delete_dir(self.directory)
 
 
-def ingest_ray(
-    db: str,
-    region: object,
-    imagery: list[str],
-    osm: str,
-    *,
-    model: GeoLink | None = None,
-    model_name: str = "default",
-    settings: IngestSettings | None = None,
-    graph_builder: GraphBuilder | None = None,
-    workers: int = 2,
-    address: str | None = None,
-    gpus_per_worker: float | None = None,
-    cpus_per_worker: int = 1,
-    prepare_in_tasks: bool | None = None,
-    progress: Callable[[int], Progress] | None = None,
-) -> IngestReport:
-    """Encode a region as :func:`~geolink_store.pipeline.ingest` does, with ``workers`` Ray actors.
+@dataclass(frozen=True)
+class RayEngine:
+    """Run an ingest on a Ray cluster: ``ingest(..., engine=RayEngine(workers=8, address="auto"))``.
 
-    Args:
+    Attributes:
         workers: encoder actors (one GPU each on a GPU cluster, ``cpus_per_worker`` cores each otherwise).
-        address: a running cluster (``"auto"``, ``"ray://head:10001"``); default: the cluster this process is
-            connected to, or a new local one sized for the workers.
+        address: a running cluster (``"auto"``, ``"HOST:6379"``, ``"ray://HOST:10001"``); default: the cluster this
+            process is connected to, or a new local one with ``workers x cpus_per_worker`` CPUs for the run.
         gpus_per_worker: GPUs per encoder actor; default: 1 when the cluster has GPUs, else 0.
         cpus_per_worker: cores per CPU encoder actor (its torch threads).
         prepare_in_tasks: read chips and build graphs in separate one-core Ray tasks instead of in the encoder
             actors; default: on GPU clusters, so that the GPUs only encode. On a CPU cluster it needs free cores
             beside the actors'.
     """
-    try:
-        import ray
-    except ImportError:
-        raise GeolinkError("the Ray engine needs Ray: pip install 'geolink-store[ray]'") from None
-    started = time.perf_counter()
-    plan = plan_ingest(db, region, imagery, osm, model=model, model_name=model_name, settings=settings,
-                       graph_builder=graph_builder)
-    partitions = {int(parents(p[:1], max(0, plan.settings.res - plan.settings.partition_levels))[0]): p
-                  for p in plan.partitions()}
-    if not partitions:
-        plan.report.seconds = time.perf_counter() - started
-        return plan.report
-    partition_osm(plan.osm, next(iter(partitions.values())))  # a bad OSM source fails here, before any write
-    journal = StagingJournal(plan.store, _run_key(plan, imagery))
-    finished = journal.finished()
-    finished = {key: result for key, result in finished.items() if key in partitions}
-    advance = progress(int(plan.todo.size)) if progress else None
-    if advance and finished:
-        advance(sum(result.cells for result in finished.values()))
 
-    todo = {key: cells for key, cells in partitions.items() if key not in finished}
-    if todo:
-        owns_cluster = not ray.is_initialized()
-        if owns_cluster:
-            _connect(ray, address, workers * cpus_per_worker)
+    workers: int = 2
+    address: str | None = None
+    gpus_per_worker: float | None = None
+    cpus_per_worker: int = 1
+    prepare_in_tasks: bool | None = None
+
+    def run(self, plan: IngestPlan, advance: Progress | None) -> None:
         try:
-            workers_spec = Workers(workers, gpus_per_worker, cpus_per_worker, prepare_in_tasks)
-            for result in _run_partitions(ray, plan, _worker_spec(plan), todo, workers_spec):
-                journal.record(result)
-                finished[result.key] = result
-                if advance:
-                    advance(result.cells)
-        finally:
+            import ray
+        except ImportError:
+            raise GeolinkError("the Ray engine needs Ray: pip install 'geolink-store[ray]'") from None
+        level = max(0, plan.settings.res - plan.settings.partition_levels)
+        partitions = {int(parents(cells[:1], level)[0]): cells for cells in plan.partitions()}
+        if not partitions:
+            return
+        partition_osm(plan.osm, next(iter(partitions.values())))  # a bad OSM source fails here, before any write
+        journal = StagingJournal(plan.store, _run_key(plan))
+        finished = {key: result for key, result in journal.finished().items() if key in partitions}
+        if advance and finished:
+            advance(sum(result.cells for result in finished.values()))
+        todo = {key: cells for key, cells in partitions.items() if key not in finished}
+        if todo:
+            owns_cluster = not ray.is_initialized()
             if owns_cluster:
-                ray.shutdown()
+                _connect(ray, self.address, self.workers * self.cpus_per_worker)
+            try:
+                for result in self._encode(ray, plan, todo):
+                    journal.record(result)
+                    finished[result.key] = result
+                    if advance:
+                        advance(result.cells)
+            finally:
+                if owns_cluster:
+                    ray.shutdown()
+        results = [finished[key] for key in sorted(finished)]
+        if any(result.fragments for result in results):
+            plan.register_model()
+            for table in TABLES:
+                _commit(plan.store, table, [f for r in results for f in r.fragments.get(table, [])], plan.todo,
+                        plan.report.model_id)
+        journal.clear()
+        for result in results:
+            result.add_to(plan.report)
 
-    results = [finished[key] for key in sorted(finished)]
-    if any(result.fragments for result in results):
-        plan.register_model()
-        for table in TABLES:
-            _commit(plan.store, table, [f for r in results for f in r.fragments.get(table, [])], plan.todo,
-                    plan.report.model_id)
-    journal.clear()
-    for result in results:
-        result.add_to(plan.report)
-    plan.report.seconds = time.perf_counter() - started
-    return plan.report
+    def _encode(self, ray, plan: IngestPlan, todo: dict[int, np.ndarray]) -> Iterator[PartitionResult]:
+        """Encode the partitions on the encoder actors, yielding each result as it arrives."""
+        gpus = self.gpus_per_worker
+        if gpus is None:
+            gpus = 1 if ray.cluster_resources().get("GPU") else 0
+        in_tasks = self.prepare_in_tasks if self.prepare_in_tasks is not None else bool(gpus)
+        actor = ray.remote(PartitionEncoder).options(num_gpus=gpus, num_cpus=0 if gpus else self.cpus_per_worker)
+        model_ref, spec_ref = ray.put(plan.model), ray.put(_worker_spec(plan))
+        pool = ray.util.ActorPool([actor.remote(model_ref, spec_ref, self.cpus_per_worker)
+                                   for _ in range(self.workers)])
+        prepare_remote = ray.remote(prepare).options(num_cpus=1)
+
+        def submit(key: int, cells: np.ndarray) -> None:
+            imaged = plan.imaged(cells)
+            if in_tasks:  # chips and graphs on the cluster's CPUs, the model in the actors
+                prepared = prepare_remote.remote(spec_ref, key, cells, imaged)
+                pool.submit(lambda worker, value: worker.encode.remote(value), prepared)
+            else:
+                pool.submit(lambda worker, value: worker.prepare_and_encode.remote(*value), (key, cells, imaged))
+
+        queue = iter(todo.items())
+        for key, cells in islice(queue, IN_FLIGHT_PER_WORKER * self.workers):
+            submit(key, cells)
+        try:
+            while pool.has_next():
+                result = pool.get_next_unordered()
+                for key, cells in islice(queue, 1):
+                    submit(key, cells)
+                yield result
+        except ray.exceptions.RayTaskError as error:
+            cause = error.as_instanceof_cause()
+            if isinstance(cause, GeolinkError):
+                raise GeolinkError(str(cause).splitlines()[-1].removeprefix("GeolinkError: ")) from None
+            raise
 
 
 def _connect(ray, address: str | None, local_cpus: int) -> None:
@@ -287,50 +302,6 @@ def _storage_env() -> dict[str, str]:
     return {name: value for name, value in os.environ.items() if name.startswith(STORAGE_ENV_PREFIXES)}
 
 
-@dataclass(frozen=True)
-class Workers:
-    """How many encoder actors, with what, and where chips are read (see :func:`ingest_ray`)."""
-
-    count: int
-    gpus: float | None
-    cpus: int
-    prepare_in_tasks: bool | None
-
-
-def _run_partitions(ray, plan: IngestPlan, spec: WorkerSpec, todo: dict[int, np.ndarray],
-                    workers: Workers) -> Iterator[PartitionResult]:
-    """Encode the partitions on the encoder actors, yielding each result as it arrives."""
-    gpus = workers.gpus if workers.gpus is not None else (1 if ray.cluster_resources().get("GPU") else 0)
-    in_tasks = workers.prepare_in_tasks if workers.prepare_in_tasks is not None else bool(gpus)
-    actor = ray.remote(PartitionEncoder).options(num_gpus=gpus, num_cpus=0 if gpus else workers.cpus)
-    model_ref, spec_ref = ray.put(plan.model), ray.put(spec)
-    pool = ray.util.ActorPool([actor.remote(model_ref, spec_ref, workers.cpus) for _ in range(workers.count)])
-    prepare_remote = ray.remote(prepare).options(num_cpus=1)
-
-    def submit(key: int, cells: np.ndarray) -> None:
-        imaged = plan.imaged(cells)
-        if in_tasks:  # chips and graphs on the cluster's CPUs, the model in the actors
-            prepared = prepare_remote.remote(spec_ref, key, cells, imaged)
-            pool.submit(lambda worker, value: worker.encode.remote(value), prepared)
-        else:
-            pool.submit(lambda worker, value: worker.prepare_and_encode.remote(*value), (key, cells, imaged))
-
-    queue = iter(todo.items())
-    for key, cells in islice(queue, IN_FLIGHT_PER_WORKER * workers.count):
-        submit(key, cells)
-    try:
-        while pool.has_next():
-            result = pool.get_next_unordered()
-            for key, cells in islice(queue, 1):
-                submit(key, cells)
-            yield result
-    except ray.exceptions.RayTaskError as error:
-        cause = error.as_instanceof_cause()
-        if isinstance(cause, GeolinkError):
-            raise GeolinkError(str(cause).splitlines()[-1].removeprefix("GeolinkError: ")) from None
-        raise
-
-
 def _worker_spec(plan: IngestPlan) -> WorkerSpec:
     widths = plan.widths()
     wanted = {
@@ -345,10 +316,10 @@ def _worker_spec(plan: IngestPlan) -> WorkerSpec:
     )
 
 
-def _run_key(plan: IngestPlan, imagery: list[str]) -> str:
+def _run_key(plan: IngestPlan) -> str:
     """Identifies a run: a rerun with the same arguments on the same store state finds the same journal."""
     digest = hashlib.sha256()
-    digest.update(json.dumps([plan.report.model_id, asdict(plan.settings), [str(i) for i in imagery],
+    digest.update(json.dumps([plan.report.model_id, asdict(plan.settings), plan.imagery,
                               str(plan.osm)], sort_keys=True).encode())
     digest.update(np.ascontiguousarray(plan.todo).tobytes())
     return digest.hexdigest()[:16]

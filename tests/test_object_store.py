@@ -106,14 +106,14 @@ def test_local_engine_search_sql_info_on_s3(bucket: str, s3_store: str, local_db
 def test_ray_engine_on_s3(bucket: str, local_db: Path) -> None:
     """The Ray engine starts its own 2-CPU local cluster; its workers get the AWS_* settings from the driver."""
     pytest.importorskip("ray", reason="the Ray engine needs `pip install geolink-store[ray]`")
-    from geolink_store.ray_engine import ingest_ray
+    from geolink_store.ray_engine import RayEngine
 
     uri = f"{bucket}/ray-engine"
-    report = ingest_ray(uri, *ARGS, settings=SETTINGS, workers=2)
+    report = ingest(uri, *ARGS, settings=SETTINGS, engine=RayEngine(workers=2))
     assert report.cells_encoded == 72
     np.testing.assert_allclose(_fused(Store.open(uri)), _fused(Store.open(local_db)), atol=1e-5)
     assert not [key for key in _keys(bucket, "ray-engine/_staging/") if key.endswith(".json")]
-    assert ingest_ray(uri, *ARGS, settings=SETTINGS, workers=2).cells_already_stored == 72
+    assert ingest(uri, *ARGS, settings=SETTINGS, engine=RayEngine(workers=2)).cells_already_stored == 72
 
 
 def test_cli_on_an_s3_store(s3_store: str, tmp_path: Path) -> None:
