@@ -39,7 +39,6 @@ def cluster(tmp_path_factory) -> str:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     temp = tmp_path_factory.mktemp("ray")
-    os.environ["RAY_AUTH_MODE"] = "disabled"  # a throwaway cluster on loopback; the drivers below inherit this
     command = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--num-cpus=2", "--num-gpus=0",
                f"--port={port}", "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}"]
     subprocess.run(command, check=True, capture_output=True, timeout=120)
