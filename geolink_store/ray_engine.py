@@ -244,12 +244,26 @@ class RayEngine:
         for result in results:
             result.add_to(plan.report)
 
+    def _check_fits(self, cluster: dict[str, float], gpus: float, in_tasks: bool) -> None:
+        """Refuse workers the cluster cannot hold now (Ray would queue them forever)."""
+        if gpus:
+            need, have, unit = self.workers * gpus, cluster.get("GPU", 0), "GPUs"
+        else:
+            need, have, unit = self.workers * self.cpus_per_worker + int(in_tasks), cluster.get("CPU", 0), "CPUs"
+        if need > have:
+            raise GeolinkError(
+                f"the Ray cluster has {have:g} {unit} but {self.workers} workers need {need:g}: "
+                "lower --workers (or --cpus-per-worker), or add nodes"
+            )
+
     def _encode(self, ray, plan: IngestPlan, todo: dict[int, np.ndarray]) -> Iterator[PartitionResult]:
         """Encode the partitions on the encoder actors, yielding each result as it arrives."""
+        cluster = ray.cluster_resources()
         gpus = self.gpus_per_worker
         if gpus is None:
-            gpus = 1 if ray.cluster_resources().get("GPU") else 0
+            gpus = 1 if cluster.get("GPU") else 0
         in_tasks = self.prepare_in_tasks if self.prepare_in_tasks is not None else bool(gpus)
+        self._check_fits(cluster, gpus, in_tasks)
         actor = ray.remote(PartitionEncoder).options(num_gpus=gpus, num_cpus=0 if gpus else self.cpus_per_worker)
         model_ref, spec_ref = ray.put(plan.model), ray.put(_worker_spec(plan))
         pool = ray.util.ActorPool([actor.remote(model_ref, spec_ref, self.cpus_per_worker)

@@ -181,18 +181,24 @@ def test_cli_engine_ray(cluster: str, local_db: Path, tmp_path: Path) -> None:
     assert_same_rows(db, local_db)
 
 
-def test_cli_engine_ray_bad_osm_and_bad_address(cluster: str, tmp_path: Path) -> None:
-    """One error line and exit 1, nothing written: a truncated PBF (found before any worker starts) and a cluster
-    address where no cluster runs."""
+@pytest.mark.parametrize(("osm", "address", "workers", "message"), [
+    ("truncated", "cluster", 2, "cut.osm.pbf"),
+    ("sample", "127.0.0.1:9", 2, "no Ray cluster answers at 127.0.0.1:9"),
+    ("sample", "cluster", 3, "the Ray cluster has 2 CPUs but 3 workers need 3"),
+])
+def test_cli_engine_ray_bad_input(cluster: str, tmp_path: Path, osm: str, address: str, workers: int,
+                                  message: str) -> None:
+    """One error line and exit 1, no tables written: a truncated PBF (found before any worker starts), an address
+    where no cluster runs, more workers than the cluster holds (Ray would queue them forever)."""
     (tmp_path / "cut.osm.pbf").write_bytes(b"\x00\x00\x00\x0d\n\tOSMHeader\x18\x90\x01")
-    base = ["ingest", "--region", SAMPLE.region, "--imagery", str(SAMPLE.imagery),
-            "--res", str(SAMPLE.res), "--engine", "ray"]
-    for db, osm, address in ((tmp_path / "a", tmp_path / "cut.osm.pbf", cluster),
-                             (tmp_path / "b", SAMPLE.osm, "127.0.0.1:9")):
-        result = subprocess.run(
-            [str(Path(sys.executable).parent / "geolink"), *base, "--db", str(db), "--osm", str(osm), "--ray-address",
-             address], capture_output=True, text=True, timeout=300, check=False)
-        assert result.returncode == 1, result.stderr
-        errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-        assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
-        assert not Store.open(db).table_names() if db.exists() else True
+    db = tmp_path / "db"
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "geolink"), "ingest", "--db", str(db), "--region", SAMPLE.region,
+         "--imagery", str(SAMPLE.imagery), "--osm", str(tmp_path / "cut.osm.pbf" if osm == "truncated" else SAMPLE.osm),
+         "--res", str(SAMPLE.res), "--engine", "ray", "--workers", str(workers),
+         "--ray-address", cluster if address == "cluster" else address],
+        capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 1, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0] and "Traceback" not in result.stderr, result.stderr
+    assert not Store.open(db).table_names()
