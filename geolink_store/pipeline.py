@@ -1,10 +1,12 @@
 """Bulk encoding: region -> H3 cells -> chips + OSM graphs -> GeoLink -> ``cells`` and ``patches`` rows in the store.
 
-The region is processed partition by partition (cells grouped by a coarse H3 parent), each partition reading only
-its own OSM and streaming batches of cells through the model, so memory stays bounded whatever the region's size.
-Every batch is written as atomic upserts (patches first, then cells); a cell counts as done once its ``cells`` row
-exists, so an ingest killed at any moment and run again skips finished cells and rewrites the rest, ending with
-exactly the rows of an uninterrupted run.
+:func:`plan_ingest` checks the inputs and decides which cells to encode; an engine carries the plan out. Work comes
+in partitions (cells grouped by a coarse H3 parent), each reading only its own OSM (:func:`partition_work`, the CPU
+side) and streaming batches of cells through the model (:func:`encode_work`), so memory stays bounded whatever the
+region's size. The :class:`LocalEngine` writes every batch as atomic upserts (patches first, then cells); a cell
+counts as done once its ``cells`` row exists, so an ingest killed at any moment and run again skips finished cells
+and rewrites the rest, ending with exactly the rows of an uninterrupted run. The Ray engine is in
+:mod:`geolink_store.ray_engine`.
 """
 
 from __future__ import annotations
