@@ -101,6 +101,18 @@ def test_chips_read_in_separate_tasks(cluster: str, local_db: Path, tmp_path: Pa
     assert_same_rows(db, local_db)
 
 
+def test_osm_only_cells_match_the_local_engine(cluster: str, tmp_path: Path) -> None:
+    """A region larger than the imagery with osm_only: cells outside it get OSM vectors alone, on both engines."""
+    west, south, east, north = SAMPLE.bbox
+    region = f"{west - 0.0006},{south - 0.0006},{east + 0.0006},{north + 0.0006}"
+    settings = IngestSettings(**{**SETTINGS.__dict__, "osm_only": True})
+    local = ingest(str(tmp_path / "local"), region, *ARGS[1:], settings=settings)
+    distributed = ingest(str(tmp_path / "ray"), region, *ARGS[1:], settings=settings,
+                         engine=RayEngine(workers=2, address=cluster))
+    assert distributed.cells_osm_only == local.cells_osm_only > 0
+    assert_same_rows(tmp_path / "ray", tmp_path / "local")
+
+
 def test_rerun_finds_everything_stored(cluster: str, local_db: Path, tmp_path: Path) -> None:
     db = tmp_path / "db"
     _ray_ingest(db, cluster)
