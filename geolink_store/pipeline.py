@@ -105,6 +105,16 @@ class IngestReport:
 Progress = Callable[[int], None]
 
 
+@dataclass(frozen=True)
+class Partition:
+    """The unit of work: the cells to encode under one coarse H3 parent."""
+
+    parent: int
+    cells: np.ndarray
+    imaged: np.ndarray
+    """The cells that the imagery covers."""
+
+
 @dataclass
 class IngestPlan:
     """A checked ingest: what to encode and with what, decided before anything is written.
@@ -127,13 +137,10 @@ class IngestPlan:
     dtype: torch.dtype
     report: IngestReport
 
-    def partitions(self) -> Iterator[np.ndarray]:
+    def partitions(self) -> Iterator[Partition]:
         """The cells to encode, grouped by their coarse parent (see :attr:`IngestSettings.partition_levels`)."""
-        return _partitions(self.todo, self.settings.res, self.settings.partition_levels)
-
-    def imaged(self, partition: np.ndarray) -> np.ndarray:
-        """The cells of ``partition`` that the imagery covers."""
-        return partition[np.isin(partition, self.covered)]
+        return partition_cells(self.todo, np.isin(self.todo, self.covered), self.settings.res,
+                           self.settings.partition_levels)
 
     def register_model(self) -> None:
         """Record the model in the store's ``models`` table (a no-op once it is there)."""
@@ -245,8 +252,8 @@ class LocalEngine:
         tally = ChipTally()
         for partition in plan.partitions():
             image_cells = 0
-            for work in partition_work(plan.source, plan.osm, partition, plan.imaged(partition), plan.chip_crs,
-                                       plan.builder, plan.settings, tally):
+            for work in partition_work(plan.source, plan.osm, partition, plan.chip_crs, plan.builder, plan.settings,
+                                       tally):
                 rows = encode_work(plan.model, work, plan.settings, plan.report.model_id, plan.dtype)
                 plan.register_model()  # after the partition's OSM was read: a bad source writes nothing
                 if rows.patches is not None:
@@ -258,7 +265,7 @@ class LocalEngine:
                     if advance:
                         advance(len(work.chips))
             if advance:  # cells of the partition encoded from OSM alone or skipped for lack of imagery
-                advance(partition.size - image_cells)
+                advance(partition.cells.size - image_cells)
         plan.report.add_tally(tally)
 
 
@@ -297,23 +304,22 @@ class EncodedRows:
         report.patches_written += self.patches.num_rows if self.patches is not None else 0
 
 
-def partition_work(source: ImagerySource, osm: str, partition: np.ndarray, imaged: np.ndarray, chip_crs: CRS,
-                   builder: GraphBuilder, settings: IngestSettings,
-                   tally: ChipTally) -> Iterator[ImageBatch | OsmOnlyBatch]:
+def partition_work(source: ImagerySource, osm: str, partition: Partition, chip_crs: CRS, builder: GraphBuilder,
+                   settings: IngestSettings, tally: ChipTally) -> Iterator[ImageBatch | OsmOnlyBatch]:
     """The CPU side of one partition, batch by batch: its OSM read once, chips read, graphs built.
 
-    ``imaged`` are the partition's cells that the imagery covers; with ``settings.osm_only`` the partition's other
-    cells follow as :class:`OsmOnlyBatch` es. Skipped cells are counted in ``tally``.
+    The chips of the cells the imagery covers come first; with ``settings.osm_only`` the partition's other cells
+    follow as :class:`OsmOnlyBatch` es. Skipped cells are counted in ``tally``.
     """
-    index = OSMIndex(partition_osm(osm, partition), chip_crs)
+    index = OSMIndex(partition_osm(osm, partition.cells), chip_crs)
     read: list[int] = []
-    for batch in _batched(read_chips(source, imaged, chip_crs, min_valid=settings.min_valid, tally=tally),
+    for batch in _batched(read_chips(source, partition.imaged, chip_crs, min_valid=settings.min_valid, tally=tally),
                           settings.batch_size):
         read += [chip.cell for chip in batch]
         yield ImageBatch(batch, builder.build_many([(index.query(chip.spec.bounds), chip.spec) for chip in batch]))
     if not settings.osm_only:
         return
-    without = np.setdiff1d(partition, np.asarray(read, dtype=np.int64))
+    without = np.setdiff1d(partition.cells, np.asarray(read, dtype=np.int64))
     for cells in np.array_split(without, max(1, -(-without.size // settings.batch_size))):
         specs = [chip_for_cell(int(cell), chip_crs) for cell in cells]
         graphs = builder.build_many([(index.query(spec.bounds), spec) for spec in specs])
@@ -361,15 +367,18 @@ def _check_store_widths(store: Store, model: GeoLink) -> None:
             )
 
 
-def _partitions(cells: np.ndarray, res: int, levels: int) -> Iterator[np.ndarray]:
-    """The cells grouped by their parent ``levels`` resolutions coarser, in a stable order."""
+def partition_cells(cells: np.ndarray, imaged: np.ndarray, res: int, levels: int) -> Iterator[Partition]:
+    """The cells grouped by their parent ``levels`` resolutions coarser, in a stable order; ``imaged`` is a mask
+    over ``cells`` of those the imagery covers."""
     if not cells.size:
         return
     groups = parents(cells, max(0, res - levels))
     order = np.lexsort((cells, groups))
-    cells, groups = cells[order], groups[order]
-    for chunk in np.split(cells, np.flatnonzero(np.diff(groups)) + 1):
-        yield chunk
+    cells, groups, imaged = cells[order], groups[order], imaged[order]
+    starts = np.flatnonzero(np.diff(groups)) + 1
+    for chunk, mask, group in zip(np.split(cells, starts), np.split(imaged, starts), np.split(groups, starts),
+                                  strict=True):
+        yield Partition(int(group[0]), chunk, chunk[mask])
 
 
 def partition_osm(path: str, cells: np.ndarray) -> gpd.GeoDataFrame:

@@ -40,6 +40,7 @@ from .pipeline import (
     IngestReport,
     IngestSettings,
     OsmOnlyBatch,
+    Partition,
     Progress,
     encode_dtype,
     encode_work,
@@ -47,7 +48,6 @@ from .pipeline import (
     partition_work,
 )
 from .store import MODEL_COLUMN, Store, cells_schema, file_system, patches_schema, sql_string
-from .tiling import parents
 
 TABLES = ("patches", "cells")
 """Commit order: a cell is never visible without its patches."""
@@ -103,12 +103,11 @@ class WorkerSpec:
     table_uris: dict[str, str]
 
 
-def prepare(spec: WorkerSpec, key: int, partition: np.ndarray, imaged: np.ndarray) -> PreparedPartition:
+def prepare(spec: WorkerSpec, partition: Partition) -> PreparedPartition:
     """Read a partition's chips and build its graphs (the CPU side)."""
     tally = ChipTally()
-    work = list(partition_work(spec.imagery, spec.osm, partition, imaged, spec.chip_crs, spec.builder,
-                               spec.settings, tally))
-    return PreparedPartition(key, int(partition.size), work, tally)
+    work = list(partition_work(spec.imagery, spec.osm, partition, spec.chip_crs, spec.builder, spec.settings, tally))
+    return PreparedPartition(partition.parent, int(partition.cells.size), work, tally)
 
 
 class PartitionEncoder:
@@ -121,9 +120,9 @@ class PartitionEncoder:
         self.spec = spec
         self.dtype = encode_dtype(spec.settings, device)
 
-    def prepare_and_encode(self, key: int, partition: np.ndarray, imaged: np.ndarray) -> PartitionResult:
+    def prepare_and_encode(self, partition: Partition) -> PartitionResult:
         """Both sides of a partition in this worker (CPU clusters: the same cores would do both anyway)."""
-        return self.encode(prepare(self.spec, key, partition, imaged))
+        return self.encode(prepare(self.spec, partition))
 
     def encode(self, prepared: PreparedPartition) -> PartitionResult:
         """Encode a prepared partition and write its rows as uncommitted fragments."""
@@ -211,16 +210,15 @@ class RayEngine:
             import ray
         except ImportError:
             raise GeolinkError("the Ray engine needs Ray: pip install 'geolink-store[ray]'") from None
-        level = max(0, plan.settings.res - plan.settings.partition_levels)
-        partitions = {int(parents(cells[:1], level)[0]): cells for cells in plan.partitions()}
+        partitions = {partition.parent: partition for partition in plan.partitions()}
         if not partitions:
             return
-        partition_osm(plan.osm, next(iter(partitions.values())))  # a bad OSM source fails here, before any write
+        partition_osm(plan.osm, next(iter(partitions.values())).cells)  # a bad OSM source fails here, before writes
         journal = StagingJournal(plan.store, _run_key(plan))
         finished = {key: result for key, result in journal.finished().items() if key in partitions}
         if advance and finished:
             advance(sum(result.cells for result in finished.values()))
-        todo = {key: cells for key, cells in partitions.items() if key not in finished}
+        todo = [partition for key, partition in partitions.items() if key not in finished]
         if todo:
             owns_cluster = not ray.is_initialized()
             if owns_cluster:
@@ -256,7 +254,7 @@ class RayEngine:
                 "lower --workers (or --cpus-per-worker), or add nodes"
             )
 
-    def _encode(self, ray, plan: IngestPlan, todo: dict[int, np.ndarray]) -> Iterator[PartitionResult]:
+    def _encode(self, ray, plan: IngestPlan, todo: list[Partition]) -> Iterator[PartitionResult]:
         """Encode the partitions on the encoder actors, yielding each result as it arrives."""
         cluster = ray.cluster_resources()
         gpus = self.gpus_per_worker
@@ -270,22 +268,21 @@ class RayEngine:
                                    for _ in range(self.workers)])
         prepare_remote = ray.remote(prepare).options(num_cpus=1)
 
-        def submit(key: int, cells: np.ndarray) -> None:
-            imaged = plan.imaged(cells)
+        def submit(partition: Partition) -> None:
             if in_tasks:  # chips and graphs on the cluster's CPUs, the model in the actors
-                prepared = prepare_remote.remote(spec_ref, key, cells, imaged)
+                prepared = prepare_remote.remote(spec_ref, partition)
                 pool.submit(lambda worker, value: worker.encode.remote(value), prepared)
             else:
-                pool.submit(lambda worker, value: worker.prepare_and_encode.remote(*value), (key, cells, imaged))
+                pool.submit(lambda worker, value: worker.prepare_and_encode.remote(value), partition)
 
-        queue = iter(todo.items())
-        for key, cells in islice(queue, IN_FLIGHT_PER_WORKER * self.workers):
-            submit(key, cells)
+        queue = iter(todo)
+        for partition in islice(queue, IN_FLIGHT_PER_WORKER * self.workers):
+            submit(partition)
         try:
             while pool.has_next():
                 result = pool.get_next_unordered()
-                for key, cells in islice(queue, 1):
-                    submit(key, cells)
+                for partition in islice(queue, 1):
+                    submit(partition)
                 yield result
         except ray.exceptions.RayTaskError as error:
             cause = error.as_instanceof_cause()

@@ -424,17 +424,7 @@ class Store:
             GeolinkError: the table exists with other columns or vector widths.
         """
         if table not in self.table_names():
-            self._db.create_table(table, schema=schema, exist_ok=True)
-        return self.check_schema(table, schema)
-
-    def check_schema(self, table: str, schema: pa.Schema) -> pa.Schema:
-        """The schema that rows shaped as ``schema`` take in ``table``: the table's own if it exists.
-
-        Raises:
-            GeolinkError: the table exists with other columns or vector widths.
-        """
-        if table not in self.table_names():
-            return schema
+            return self._db.create_table(table, schema=schema, exist_ok=True).schema
         stored = self.table(table).schema
         _conform(table, schema.empty_table(), stored)
         return stored

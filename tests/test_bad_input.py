@@ -25,7 +25,6 @@ from click.testing import CliRunner, Result
 from rasterio.transform import from_bounds
 
 from geolink_store.cli import main
-from geolink_store.pipeline import IngestSettings, ingest
 from geolink_store.sample import kampala_sample
 from geolink_store.store import TABLE_KEYS, Store
 
@@ -40,16 +39,9 @@ class Payload:
 
 
 @pytest.fixture(scope="module")
-def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("bad_input") / "db"
-    ingest(
-        str(path),
-        SAMPLE.region,
-        [str(SAMPLE.imagery)],
-        str(SAMPLE.osm),
-        settings=IngestSettings(res=SAMPLE.res, fine_res=SAMPLE.fine_res),
-    )
-    return path
+def db(sample_store_copy: Path) -> Path:
+    """The store every bad input is tried against (its digest must not change)."""
+    return sample_store_copy
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from geolink_store.head_store import list_heads, train_from_store
 from geolink_store.pipeline import IngestSettings, ingest
@@ -47,15 +46,7 @@ def _keys(db: Path, table: str) -> list[int]:
     return Store.open(db).table(table).to_arrow()["h3"].to_pylist()
 
 
-@pytest.fixture(scope="module")
-def clean(tmp_path_factory) -> Path:
-    db = tmp_path_factory.mktemp("clean") / "db"
-    ingest(str(db), SAMPLE.region, [str(SAMPLE.imagery)], str(SAMPLE.osm),
-           settings=IngestSettings(res=SAMPLE.res, fine_res=SAMPLE.fine_res))
-    return db
-
-
-def test_ingest_survives_20_random_sigkills(clean: Path, tmp_path: Path) -> None:
+def test_ingest_survives_20_random_sigkills(sample_store: Path, tmp_path: Path) -> None:
     """Kill the same ingest 20 times at random moments; after each the store opens without duplicate keys; the
     final rerun ends with exactly the rows of an uninterrupted run."""
     db = tmp_path / "db"
@@ -69,7 +60,7 @@ def test_ingest_survives_20_random_sigkills(clean: Path, tmp_path: Path) -> None
     ingest(str(db), SAMPLE.region, [str(SAMPLE.imagery)], str(SAMPLE.osm),
            settings=IngestSettings(res=SAMPLE.res, fine_res=SAMPLE.fine_res))
     for table in ("cells", "patches"):
-        assert sorted(_keys(db, table)) == sorted(_keys(clean, table))
+        assert sorted(_keys(db, table)) == sorted(_keys(sample_store, table))
 
 
 INDEX = """
@@ -83,7 +74,7 @@ def test_index_build_survives_20_random_sigkills(tmp_path: Path) -> None:
     sys.path.insert(0, str(Path(__file__).parent))
     from synthetic_store import synthetic_store
 
-    store, table = synthetic_store(tmp_path / "db", n=20_000, dim=64)
+    _, table = synthetic_store(tmp_path / "db", n=20_000, dim=64)
     rng = random.Random(7)
     for _ in range(20):
         _kill_after(INDEX, [str(tmp_path / "db")], rng.uniform(1.5, 3.5))
@@ -106,17 +97,17 @@ train_from_store(Store.open(sys.argv[1]), sys.argv[2], "label", kind="mlp", spli
 """
 
 
-def test_head_training_survives_20_random_sigkills(clean: Path, tmp_path: Path) -> None:
-    cells = _keys(clean, "cells")
+def test_head_training_survives_20_random_sigkills(sample_store_copy: Path, tmp_path: Path) -> None:
+    cells = _keys(sample_store_copy, "cells")
     labels = tmp_path / "labels.csv"
     pd.DataFrame({"h3": [f"{c:x}" for c in cells], "label": ["a", "b"] * (len(cells) // 2)}).to_csv(labels, index=False)
     rng = random.Random(3)
     for _ in range(20):
-        _kill_after(HEAD, [str(clean), str(labels)], rng.uniform(2.0, 5.0))
-        heads = list_heads(Store.open(clean))
+        _kill_after(HEAD, [str(sample_store_copy), str(labels)], rng.uniform(2.0, 5.0))
+        heads = list_heads(Store.open(sample_store_copy))
         assert len({h["head_id"] for h in heads}) == len(heads)
-    trained = train_from_store(Store.open(clean), labels, "label", kind="mlp", split="random")
-    assert trained.head_id in [h["head_id"] for h in list_heads(Store.open(clean))]
+    trained = train_from_store(Store.open(sample_store_copy), labels, "label", kind="mlp", split="random")
+    assert trained.head_id in [h["head_id"] for h in list_heads(Store.open(sample_store_copy))]
 
 
 def test_four_readers_while_one_writer_ingests(tmp_path: Path) -> None:

@@ -16,7 +16,6 @@ from geolink_store.cli import main
 from geolink_store.errors import GeolinkError
 from geolink_store.head_store import list_heads, predict_from_store, train_from_store
 from geolink_store.labels import coverage_share
-from geolink_store.pipeline import IngestSettings, ingest
 from geolink_store.sample import kampala_sample
 from geolink_store.store import Store
 
@@ -24,17 +23,9 @@ SAMPLE = kampala_sample()
 
 
 @pytest.fixture(scope="module")
-def store_path(tmp_path_factory) -> Path:
-    db = tmp_path_factory.mktemp("heads") / "db"
-    ingest(str(db), SAMPLE.region, [str(SAMPLE.imagery)], str(SAMPLE.osm),
-           settings=IngestSettings(res=SAMPLE.res, fine_res=SAMPLE.fine_res))
-    return db
-
-
-@pytest.fixture(scope="module")
-def presence_csv(store_path: Path, tmp_path_factory) -> Path:
+def presence_csv(sample_store_copy: Path, tmp_path_factory) -> Path:
     """Building presence per stored cell from the real OSM buildings: 'built' if buildings cover >= 25 %."""
-    cells = np.array(Store.open(store_path).table("cells").to_arrow()["h3"].to_pylist())
+    cells = np.array(Store.open(sample_store_copy).table("cells").to_arrow()["h3"].to_pylist())
     share = coverage_share(cells, gpd.read_file(SAMPLE.osm))
     assert 0 < share.mean() < 1 and share.min() >= 0 and share.max() <= 1 + 1e-9
     path = tmp_path_factory.mktemp("labels") / "presence.csv"
@@ -42,8 +33,8 @@ def presence_csv(store_path: Path, tmp_path_factory) -> Path:
     return path
 
 
-def test_train_predict_and_list(store_path: Path, presence_csv: Path) -> None:
-    store = Store.open(store_path)
+def test_train_predict_and_list(sample_store_copy: Path, presence_csv: Path) -> None:
+    store = Store.open(sample_store_copy)
     trained = train_from_store(store, presence_csv, "label", modality="fused", kind="linear", split="random")
     metrics = trained.metrics
     assert metrics["test"] > 0 and metrics["train"] + metrics["test"] == store.table("cells").count_rows()
@@ -60,45 +51,45 @@ def test_train_predict_and_list(store_path: Path, presence_csv: Path) -> None:
         predict_from_store(store, trained.head_id, model_id="other")
 
 
-def test_labels_outside_the_store_are_counted(store_path: Path, presence_csv: Path, tmp_path: Path) -> None:
+def test_labels_outside_the_store_are_counted(sample_store_copy: Path, presence_csv: Path, tmp_path: Path) -> None:
     labels = pd.read_csv(presence_csv)
     elsewhere = [h3.latlng_to_cell(48.85, 2.35, SAMPLE.res), h3.latlng_to_cell(0.40, 32.60, SAMPLE.res)]  # Paris, Kampala
     outside = pd.DataFrame({"h3": [f"{c:x}" for c in elsewhere], "label": ["built", "open"]})
     path = tmp_path / "more.csv"
     pd.concat([labels, outside]).to_csv(path, index=False)
-    trained = train_from_store(Store.open(store_path), path, "label", split="random")
+    trained = train_from_store(Store.open(sample_store_copy), path, "label", split="random")
     assert trained.dropped["labels outside the store's cells"] == 2
 
 
-def test_bad_labels(store_path: Path, tmp_path: Path) -> None:
-    store = Store.open(store_path)
+def test_bad_labels(sample_store_copy: Path, tmp_path: Path) -> None:
+    store = Store.open(sample_store_copy)
     with pytest.raises(GeolinkError, match="single class"):
         train_from_store(store, SAMPLE.osm, "building", split="random", min_share=0.01)
     with pytest.raises(GeolinkError, match="no column 'nope'"):
         train_from_store(store, SAMPLE.osm, "nope")
 
 
-def test_cli_train_compare_predict(store_path: Path, presence_csv: Path, tmp_path: Path) -> None:
+def test_cli_train_compare_predict(sample_store_copy: Path, presence_csv: Path, tmp_path: Path) -> None:
     runner = CliRunner()
-    result = runner.invoke(main, ["heads", "train", "--db", str(store_path), "--labels", str(presence_csv),
+    result = runner.invoke(main, ["heads", "train", "--db", str(sample_store_copy), "--labels", str(presence_csv),
                                   "--split", "random", "--kind", "mlp", "--format", "json"])
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
     assert "macro_f1" in payload["metrics"] and payload["head_id"]
-    compared = runner.invoke(main, ["heads", "compare", "--db", str(store_path), "--labels", str(presence_csv),
+    compared = runner.invoke(main, ["heads", "compare", "--db", str(sample_store_copy), "--labels", str(presence_csv),
                                     "--split", "random", "--format", "json"])
     assert compared.exit_code == 0, compared.output
     assert [row["modality"] for row in json.loads(compared.stdout)] == ["image", "osm", "fused", "concat"]
     png = tmp_path / "predictions.png"
-    predicted = runner.invoke(main, ["heads", "predict", "--db", str(store_path), "--head", payload["head_id"],
+    predicted = runner.invoke(main, ["heads", "predict", "--db", str(sample_store_copy), "--head", payload["head_id"],
                                      "--map", str(png)])
     assert predicted.exit_code == 0, predicted.output
     assert png.stat().st_size > 10_000
-    missing = runner.invoke(main, ["heads", "predict", "--db", str(store_path), "--head", "nope"])
+    missing = runner.invoke(main, ["heads", "predict", "--db", str(sample_store_copy), "--head", "nope"])
     assert missing.exit_code == 1 and missing.stderr.startswith("error: no head 'nope'")
 
 
-def test_label_raster_trains_a_segmentation_head_on_patches(store_path: Path, tmp_path: Path) -> None:
+def test_label_raster_trains_a_segmentation_head_on_patches(sample_store_copy: Path, tmp_path: Path) -> None:
     """A class-per-pixel GeoTIFF (OSM buildings rasterised at ~0.5 m: 1 building, 2 ground) labels the fine patches."""
     import rasterio
     from rasterio.features import rasterize
@@ -114,7 +105,7 @@ def test_label_raster_trains_a_segmentation_head_on_patches(store_path: Path, tm
     with rasterio.open(path, "w", driver="GTiff", width=width, height=height, count=1, dtype="uint8",
                        crs="EPSG:32636", transform=transform) as target:
         target.write(classes, 1)
-    trained = train_from_store(Store.open(store_path), path, "class", modality="image", split="random")
+    trained = train_from_store(Store.open(sample_store_copy), path, "class", modality="image", split="random")
     assert trained.metrics["table"] == "patches"
     assert set(trained.metrics["per_class_iou"]) == {"1", "2"} and 0 <= trained.metrics["miou"] <= 1
     assert trained.metrics["train"] + trained.metrics["test"] > 300

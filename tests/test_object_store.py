@@ -64,13 +64,6 @@ def bucket() -> str:
     server.wait()
 
 
-@pytest.fixture(scope="module")
-def local_db(tmp_path_factory) -> Path:
-    db = tmp_path_factory.mktemp("local") / "db"
-    ingest(str(db), *ARGS, settings=SETTINGS)
-    return db
-
-
 def _fused(store: Store) -> np.ndarray:
     cells = store.table("cells").to_arrow().sort_by("h3")
     return np.stack(cells["fused"].to_numpy(zero_copy_only=False))
@@ -88,11 +81,11 @@ def s3_store(bucket: str) -> str:
     return uri
 
 
-def test_local_engine_search_sql_info_on_s3(bucket: str, s3_store: str, local_db: Path) -> None:
+def test_local_engine_search_sql_info_on_s3(bucket: str, s3_store: str, sample_store: Path) -> None:
     uri = s3_store
     report = Store.open(uri).info()["tables"]["patches"]
     store = Store.open(uri)
-    np.testing.assert_allclose(_fused(store), _fused(Store.open(local_db)), atol=1e-5)
+    np.testing.assert_allclose(_fused(store), _fused(Store.open(sample_store)), atol=1e-5)
     query = store.table("cells").to_arrow()["h3"][0].as_py()
     found = search(store, cells=query, k=5)
     assert len(found) == 5 and query not in found["h3"].tolist()
@@ -103,7 +96,7 @@ def test_local_engine_search_sql_info_on_s3(bucket: str, s3_store: str, local_db
     assert any(key.startswith("local-engine/cells.lance/") for key in _keys(bucket, "local-engine/"))
 
 
-def test_ray_engine_on_s3(bucket: str, local_db: Path) -> None:
+def test_ray_engine_on_s3(bucket: str, sample_store: Path) -> None:
     """The Ray engine starts its own 2-CPU local cluster; its workers get the AWS_* settings from the driver."""
     pytest.importorskip("ray", reason="the Ray engine needs `pip install geolink-store[ray]`")
     from geolink_store.ray_engine import RayEngine
@@ -111,7 +104,7 @@ def test_ray_engine_on_s3(bucket: str, local_db: Path) -> None:
     uri = f"{bucket}/ray-engine"
     report = ingest(uri, *ARGS, settings=SETTINGS, engine=RayEngine(workers=2))
     assert report.cells_encoded == 72
-    np.testing.assert_allclose(_fused(Store.open(uri)), _fused(Store.open(local_db)), atol=1e-5)
+    np.testing.assert_allclose(_fused(Store.open(uri)), _fused(Store.open(sample_store)), atol=1e-5)
     assert not [key for key in _keys(bucket, "ray-engine/_staging/") if key.endswith(".json")]
     assert ingest(uri, *ARGS, settings=SETTINGS, engine=RayEngine(workers=2)).cells_already_stored == 72
 

@@ -47,13 +47,6 @@ def cluster(tmp_path_factory) -> str:
                    check=False)
 
 
-@pytest.fixture(scope="module")
-def local_db(tmp_path_factory) -> Path:
-    db = tmp_path_factory.mktemp("local") / "db"
-    ingest(str(db), *ARGS, settings=SETTINGS)
-    return db
-
-
 def _ray_ingest(db: Path, cluster: str, **changes) -> object:
     settings = IngestSettings(**{**SETTINGS.__dict__, **changes})
     return ingest(str(db), *ARGS, settings=settings, engine=RayEngine(workers=2, address=cluster))
@@ -81,24 +74,24 @@ def assert_same_rows(db: Path, expected: Path) -> None:
     assert len(Store.open(db).models()) == 1
 
 
-def test_two_workers_write_the_rows_of_the_local_engine(cluster: str, local_db: Path, tmp_path: Path) -> None:
+def test_two_workers_write_the_rows_of_the_local_engine(cluster: str, sample_store: Path, tmp_path: Path) -> None:
     db = tmp_path / "db"
     report = _ray_ingest(db, cluster)
-    local = Store.open(local_db)
+    local = Store.open(sample_store)
     assert report.cells_encoded == local.table("cells").count_rows() == 72
     assert report.patches_written == local.table("patches").count_rows()
-    assert_same_rows(db, local_db)
+    assert_same_rows(db, sample_store)
     assert not (db / "_staging").exists() or not any((db / "_staging").iterdir())
     versions = {t: Store.open(db).table(t).version for t in ("cells", "patches")}
     assert versions == {"cells": 2, "patches": 2}  # created empty, then one commit each
 
 
-def test_chips_read_in_separate_tasks(cluster: str, local_db: Path, tmp_path: Path) -> None:
+def test_chips_read_in_separate_tasks(cluster: str, sample_store: Path, tmp_path: Path) -> None:
     """The GPU-cluster layout, on CPUs: one-core tasks read chips and build graphs, the actor only encodes (the
     prepared partitions travel through Ray's object store)."""
     db = tmp_path / "db"
     ingest(str(db), *ARGS, settings=SETTINGS, engine=RayEngine(workers=1, address=cluster, prepare_in_tasks=True))
-    assert_same_rows(db, local_db)
+    assert_same_rows(db, sample_store)
 
 
 def test_osm_only_cells_match_the_local_engine(cluster: str, tmp_path: Path) -> None:
@@ -113,12 +106,12 @@ def test_osm_only_cells_match_the_local_engine(cluster: str, tmp_path: Path) -> 
     assert_same_rows(tmp_path / "ray", tmp_path / "local")
 
 
-def test_rerun_finds_everything_stored(cluster: str, local_db: Path, tmp_path: Path) -> None:
+def test_rerun_finds_everything_stored(cluster: str, sample_store: Path, tmp_path: Path) -> None:
     db = tmp_path / "db"
     _ray_ingest(db, cluster)
     again = _ray_ingest(db, cluster)
     assert again.cells_encoded == 0 and again.cells_already_stored == 72
-    assert_same_rows(db, local_db)
+    assert_same_rows(db, sample_store)
 
 
 DRIVER = """
@@ -132,7 +125,7 @@ ingest(sys.argv[1], s.region, [str(s.imagery)], str(s.osm), engine=RayEngine(wor
 """
 
 
-def test_killed_driver_resumes_from_its_journal(cluster: str, local_db: Path, tmp_path: Path) -> None:
+def test_killed_driver_resumes_from_its_journal(cluster: str, sample_store: Path, tmp_path: Path) -> None:
     """SIGKILL the driver once some partitions are journaled: nothing is committed yet, and the rerun encodes only
     the other partitions (the journaled fragments are the ones committed) and ends with the local engine's rows."""
     db = tmp_path / "db"
@@ -162,10 +155,10 @@ def test_killed_driver_resumes_from_its_journal(cluster: str, local_db: Path, tm
         for data in fragment.data_files()
     }
     assert staged <= committed
-    assert_same_rows(db, local_db)
+    assert_same_rows(db, sample_store)
 
 
-def test_stale_rows_are_replaced_in_the_same_commit(cluster: str, local_db: Path, tmp_path: Path) -> None:
+def test_stale_rows_are_replaced_in_the_same_commit(cluster: str, sample_store: Path, tmp_path: Path) -> None:
     """A local ingest killed between a batch's patches and its cells leaves patches without their cell: the Ray
     engine re-encodes those cells and drops the old patches in its commit; --overwrite replaces everything."""
     db = tmp_path / "db"
@@ -175,13 +168,13 @@ def test_stale_rows_are_replaced_in_the_same_commit(cluster: str, local_db: Path
     cells.delete(f"h3 IN ({', '.join(map(str, dropped))})")
     report = _ray_ingest(db, cluster)
     assert report.cells_encoded == 20
-    assert_same_rows(db, local_db)
+    assert_same_rows(db, sample_store)
     report = _ray_ingest(db, cluster, overwrite=True)
     assert report.cells_encoded == 72
-    assert_same_rows(db, local_db)
+    assert_same_rows(db, sample_store)
 
 
-def test_cli_engine_ray(cluster: str, local_db: Path, tmp_path: Path) -> None:
+def test_cli_engine_ray(cluster: str, sample_store: Path, tmp_path: Path) -> None:
     db = tmp_path / "db"
     result = CliRunner().invoke(main, [
         "ingest", "--db", str(db), "--region", SAMPLE.region, "--imagery", str(SAMPLE.imagery),
@@ -190,7 +183,7 @@ def test_cli_engine_ray(cluster: str, local_db: Path, tmp_path: Path) -> None:
     ])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout.strip().splitlines()[-1])["cells_encoded"] == 72
-    assert_same_rows(db, local_db)
+    assert_same_rows(db, sample_store)
 
 
 @pytest.mark.parametrize(("osm", "address", "workers", "message"), [

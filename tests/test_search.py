@@ -67,6 +67,13 @@ def test_several_cells_average_into_one_query_and_modalities_differ(store_and_ro
     assert not set(cells) & set(result["h3"])
 
 
+def _polygon_file(path: Path, polygon: shapely.Polygon) -> Path:
+    """``polygon`` as a one-feature GeoJSON file at ``path``."""
+    feature = {"type": "Feature", "properties": {}, "geometry": shapely.geometry.mapping(polygon)}
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": [feature]}))
+    return path
+
+
 def test_lonlat_and_like_file_queries(store_and_rows, tmp_path: Path) -> None:
     store, rows = store_and_rows
     cell = rows["h3"][42].as_py()
@@ -74,17 +81,7 @@ def test_lonlat_and_like_file_queries(store_and_rows, tmp_path: Path) -> None:
     _assert_matches(search(store, lonlat=(lon, lat), k=5), _expected(rows, [cell], 5))
     neighbours = [h3.str_to_int(c) for c in h3.grid_disk(h3.int_to_str(cell), 2)]
     polygon = shapely.Polygon([(x, y) for y, x in h3.cell_to_boundary(h3.int_to_str(cell))]).buffer(0.003)
-    path = tmp_path / "like.geojson"
-    path.write_text(
-        json.dumps(
-            {
-                "type": "FeatureCollection",
-                "features": [
-                    {"type": "Feature", "properties": {}, "geometry": shapely.geometry.mapping(polygon)}
-                ],
-            }
-        )
-    )
+    path = _polygon_file(tmp_path / "like.geojson", polygon)
     result = search(store, like_file=path, k=5)
     inside = [
         c for c in neighbours if polygon.contains(shapely.Point(h3.cell_to_latlng(h3.int_to_str(c))[::-1]))
@@ -113,17 +110,7 @@ def test_parent_prefilter_and_polygon_file(store_and_rows, tmp_path: Path) -> No
     assert len(result) == min(100, keep.sum())
     _assert_matches(result, _expected(rows, [rows["h3"][0].as_py()], 100, keep=keep))
     hexagon = shapely.Polygon([(x, y) for y, x in h3.cell_to_boundary(h3.int_to_str(parent))])
-    path = tmp_path / "area.geojson"
-    path.write_text(
-        json.dumps(
-            {
-                "type": "FeatureCollection",
-                "features": [
-                    {"type": "Feature", "properties": {}, "geometry": shapely.geometry.mapping(hexagon)}
-                ],
-            }
-        )
-    )
+    path = _polygon_file(tmp_path / "area.geojson", hexagon)
     inside = hexagon.contains(shapely.points(rows["lon"].to_numpy(), rows["lat"].to_numpy()))
     polygon_result = search(store, cells=rows["h3"][0].as_py(), k=30, within=str(path))
     _assert_matches(polygon_result, _expected(rows, [rows["h3"][0].as_py()], 30, keep=inside))
