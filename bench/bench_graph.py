@@ -27,7 +27,7 @@ import shapely
 import torch
 
 from geolink_store.chips import ChipSpec, chip_for_cell, local_utm
-from geolink_store.graph import GraphBuilder
+from geolink_store.graphs.builder import GraphBuilder
 from geolink_store.sources.osm import OSMIndex, read_osm
 from model.osm import EDGE_TYPES, NODE_TYPES
 

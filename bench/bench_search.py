@@ -17,8 +17,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from synthetic_store import cells_table, h3_grid
 
-from geolink_store.search import nearest, search
-from geolink_store.store import Store
+from geolink_store.query.search import nearest, search
+from geolink_store.store.store import Store
 
 CHUNK = 100_000
 

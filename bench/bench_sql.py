@@ -18,8 +18,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from synthetic_store import cells_table, h3_grid
 
-from geolink_store.sql import SqlSession
-from geolink_store.store import Store
+from geolink_store.query.sql import SqlSession
+from geolink_store.store.store import Store
 
 QUERIES = {
     "count+avg by h3_r6": "SELECT h3_r6, count(*) AS n, avg(lat) AS lat FROM cells GROUP BY h3_r6",

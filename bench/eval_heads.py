@@ -17,12 +17,12 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from geolink_store.head_store import train_from_store
-from geolink_store.heads import classification_metrics, train_head
-from geolink_store.imagery import open_imagery
-from geolink_store.labels import coverage_share
-from geolink_store.pipeline import IngestSettings, ingest
-from geolink_store.store import Store
+from geolink_store.heads.from_store import train_from_store
+from geolink_store.heads.train import classification_metrics, train_head
+from geolink_store.sources.mosaic import open_imagery
+from geolink_store.heads.labels import coverage_share
+from geolink_store.ingest.plan import IngestSettings, ingest
+from geolink_store.store.store import Store
 from model import GeoLink
 
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)

@@ -19,8 +19,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from .config import GeoLinkConfig
-from .geolink import GeoLink
+from model.config import GeoLinkConfig
+from model.geolink import GeoLink
 
 FORMAT = "geolink-store"
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "geolink_default.safetensors"

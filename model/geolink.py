@@ -19,11 +19,11 @@ from timm.models.vision_transformer import Block
 from torch import nn
 from torch_geometric.data import Batch, HeteroData
 
-from .config import GeoLinkConfig
-from .fusion import TwoWayFusionBlock
-from .graphs import batch_graphs
-from .osm import NODE_TYPES, OSMHeteroGAT, graph_layer_norm
-from .pos_embed import grid_sincos, node_sincos
+from model.config import GeoLinkConfig
+from model.fusion import TwoWayFusionBlock
+from model.graphs import batch_graphs
+from model.osm import NODE_TYPES, OSMHeteroGAT, graph_layer_norm
+from model.pos_embed import grid_sincos, node_sincos
 
 
 @dataclass
@@ -144,20 +144,20 @@ class GeoLink(nn.Module):
     @classmethod
     def from_checkpoint(cls, path: str | Path, map_location: str | torch.device = "cpu") -> GeoLink:
         """Load an official multimodal or unimodal ``.pth`` checkpoint, or our ``.safetensors``, without unpickling code."""
-        from .checkpoint import load_checkpoint
+        from model.checkpoint import load_checkpoint
 
         return load_checkpoint(path, map_location)
 
     @classmethod
     def default(cls) -> GeoLink:
         """The bundled default model (small, MiniLM tag features); see ``model.checkpoint.default_model``."""
-        from .checkpoint import default_model
+        from model.checkpoint import default_model
 
         return default_model()
 
     def save(self, path: str | Path) -> Path:
         """Write the weights and config as one ``.safetensors`` file."""
-        from .checkpoint import save_checkpoint
+        from model.checkpoint import save_checkpoint
 
         return save_checkpoint(self, path)
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch_geometric.data import Batch, HeteroData
 
-from .osm import EDGE_TYPES, NODE_TYPES, POINTS_PER_NODE
+from model.osm import EDGE_TYPES, NODE_TYPES, POINTS_PER_NODE
 
 
 def from_official_graph(graph: HeteroData, in_channels: int | None = None) -> HeteroData:

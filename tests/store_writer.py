@@ -8,7 +8,7 @@ import sys
 import numpy as np
 from synthetic_store import cells_table, h3_grid
 
-from geolink_store.store import Store
+from geolink_store.store.store import Store
 
 store = Store.create_or_open(sys.argv[1])
 cells = h3_grid(2000)

@@ -14,8 +14,8 @@ import numpy as np
 import pyarrow as pa
 import shapely
 
-from geolink_store import tiling
-from geolink_store.store import Store, cells_schema, parent_column, parent_resolutions
+from geolink_store import grid
+from geolink_store.store.store import Store, cells_schema, parent_column, parent_resolutions
 
 KAMPALA = (32.58, 0.32)  # lon, lat
 
@@ -47,7 +47,7 @@ def clustered_vectors(
     centers = rng.standard_normal((n_clusters, dim)).astype(np.float32)
     subs = rng.standard_normal((n_clusters, n_sub, dim)).astype(np.float32) * sub_scale
     res = h3.get_resolution(h3.int_to_str(int(cells[0])))
-    parents = tiling.parents(cells, max(res - 2, 0))
+    parents = grid.parents(cells, max(res - 2, 0))
     cluster = (parents * 2654435761 % (2**31)) % n_clusters
     sub = rng.integers(0, n_sub, len(cells))
     vectors = (
@@ -63,15 +63,15 @@ def cells_table(
 ) -> pa.Table:
     """A ``cells`` table (store schema) for ``cells``: real H3 geometry and centres, synthetic vectors."""
     res = h3.get_resolution(h3.int_to_str(int(cells[0])))
-    lon, lat = tiling.cell_lonlat(cells)
+    lon, lat = grid.cell_lonlat(cells)
     image = clustered_vectors(cells, dim, seed=seed)
     columns = {
         "h3": cells,
         "res": np.full(len(cells), res, np.int8),
-        **{parent_column(k): tiling.parents(cells, k) for k in parent_resolutions(res)},
+        **{parent_column(k): grid.parents(cells, k) for k in parent_resolutions(res)},
         "lon": lon,
         "lat": lat,
-        "geometry": shapely.to_wkb(tiling.cell_geometries(cells)),
+        "geometry": shapely.to_wkb(grid.cell_geometries(cells)),
         "image": list(image),
         "osm": list(clustered_vectors(cells, dim, seed=seed + 1)) if with_osm else [None] * len(cells),
         "fused": list(clustered_vectors(cells, dim, seed=seed + 2)),

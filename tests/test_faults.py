@@ -16,17 +16,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from geolink_store.head_store import list_heads, train_from_store
-from geolink_store.pipeline import IngestSettings, ingest
+from geolink_store.heads.from_store import list_heads, train_from_store
+from geolink_store.ingest.plan import IngestSettings, ingest
 from geolink_store.sample import kampala_sample
-from geolink_store.search import search
-from geolink_store.sql import run_sql
-from geolink_store.store import Store
+from geolink_store.query.search import search
+from geolink_store.query.sql import run_sql
+from geolink_store.store.store import Store
 
 SAMPLE = kampala_sample()
 INGEST = """
 import sys
-from geolink_store.pipeline import IngestSettings, ingest
+from geolink_store.ingest.plan import IngestSettings, ingest
 from geolink_store.sample import kampala_sample
 s = kampala_sample()
 ingest(sys.argv[1], s.region, [str(s.imagery)], str(s.osm),
@@ -65,7 +65,7 @@ def test_ingest_survives_20_random_sigkills(sample_store: Path, tmp_path: Path) 
 
 INDEX = """
 import sys
-from geolink_store.store import Store
+from geolink_store.store.store import Store
 Store.open(sys.argv[1]).build_indexes("cells", min_rows=0)
 """
 
@@ -91,8 +91,8 @@ def test_index_build_survives_20_random_sigkills(tmp_path: Path) -> None:
 
 HEAD = """
 import sys
-from geolink_store.head_store import train_from_store
-from geolink_store.store import Store
+from geolink_store.heads.from_store import train_from_store
+from geolink_store.store.store import Store
 train_from_store(Store.open(sys.argv[1]), sys.argv[2], "label", kind="mlp", split="random")
 """
 

@@ -15,7 +15,7 @@ from test_text import HashEncoder
 
 from geolink_store.chips import chip_for_cell, local_utm
 from geolink_store.errors import GeolinkError
-from geolink_store.graph import RELATIONS, GraphBuilder, TagWeights, classify_relations
+from geolink_store.graphs.builder import RELATIONS, GraphBuilder, TagWeights, classify_relations
 from geolink_store.sources.osm import OSMIndex, read_example_folder, read_osm
 from model.graphs import batch_graphs
 from model.osm import EDGE_TYPES, NODE_TYPES, POINTS_PER_NODE

@@ -14,10 +14,10 @@ from h3.api import basic_int as h3
 
 from geolink_store.cli import main
 from geolink_store.errors import GeolinkError
-from geolink_store.head_store import list_heads, predict_from_store, train_from_store
-from geolink_store.labels import coverage_share
+from geolink_store.heads.from_store import list_heads, predict_from_store, train_from_store
+from geolink_store.heads.labels import coverage_share
 from geolink_store.sample import kampala_sample
-from geolink_store.store import Store
+from geolink_store.store.store import Store
 
 SAMPLE = kampala_sample()
 

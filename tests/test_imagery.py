@@ -17,7 +17,7 @@ from rasterio.windows import Window
 
 from geolink_store.chips import chip_for_cell
 from geolink_store.errors import GeolinkError
-from geolink_store.imagery import (
+from geolink_store.sources.mosaic import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     ChipTally,
@@ -28,7 +28,7 @@ from geolink_store.imagery import (
 from geolink_store.sample import kampala_sample
 from geolink_store.sources.raster import RasterSource
 from geolink_store.sources.xyz import find_tiles, tile_bounds
-from geolink_store.tiling import cell_lonlat, region_cells
+from geolink_store.grid import cell_lonlat, region_cells
 
 pytestmark = pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
 

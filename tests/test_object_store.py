@@ -21,11 +21,11 @@ import pytest
 from click.testing import CliRunner
 
 from geolink_store.cli import main
-from geolink_store.pipeline import IngestSettings, ingest
+from geolink_store.ingest.plan import IngestSettings, ingest
 from geolink_store.sample import kampala_sample
-from geolink_store.search import search
-from geolink_store.sql import run_sql
-from geolink_store.store import Store
+from geolink_store.query.search import search
+from geolink_store.query.sql import run_sql
+from geolink_store.store.store import Store
 
 boto3 = pytest.importorskip("boto3", reason="the S3 tests need moto's server: pip install 'moto[s3,server]'")
 SAMPLE = kampala_sample()
@@ -99,7 +99,7 @@ def test_local_engine_search_sql_info_on_s3(bucket: str, s3_store: str, sample_s
 def test_ray_engine_on_s3(bucket: str, sample_store: Path) -> None:
     """The Ray engine starts its own 2-CPU local cluster; its workers get the AWS_* settings from the driver."""
     pytest.importorskip("ray", reason="the Ray engine needs `pip install geolink-store[ray]`")
-    from geolink_store.ray_engine import RayEngine
+    from geolink_store.ingest.engines.ray import RayEngine
 
     uri = f"{bucket}/ray-engine"
     report = ingest(uri, *ARGS, settings=SETTINGS, engine=RayEngine(workers=2))

@@ -14,9 +14,9 @@ import pytest
 from h3.api import basic_int as h3
 
 from geolink_store.errors import GeolinkError
-from geolink_store.pipeline import IngestSettings, ingest
+from geolink_store.ingest.plan import IngestSettings, ingest
 from geolink_store.sample import kampala_sample
-from geolink_store.store import Store
+from geolink_store.store.store import Store
 from model import GeoLink, GeoLinkConfig
 
 SAMPLE = kampala_sample()
@@ -70,7 +70,7 @@ def test_reingest_replaces_instead_of_duplicating(clean_store: Path, tmp_path: P
 
 WORKER = """
 import sys
-from geolink_store.pipeline import IngestSettings, ingest
+from geolink_store.ingest.plan import IngestSettings, ingest
 from geolink_store.sample import kampala_sample
 s = kampala_sample()
 ingest(sys.argv[1], s.region, [str(s.imagery)], str(s.osm),
@@ -120,7 +120,7 @@ def test_cells_without_imagery_can_be_encoded_osm_only(tmp_path: Path) -> None:
     assert sum(osm_only) == report.cells_osm_only
     assert cells["image"].null_count == cells["fused"].null_count == report.cells_osm_only
     assert all(v is not None for v, only in zip(cells["osm"].to_pylist(), osm_only, strict=True) if only)
-    from geolink_store.search import search
+    from geolink_store.query.search import search
 
     query = cells["h3"][osm_only.index(True)].as_py()
     assert len(search(Store.open(tmp_path / "db"), cells=query, modality="osm", k=3)) == 3

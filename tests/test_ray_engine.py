@@ -19,13 +19,13 @@ import pytest
 from click.testing import CliRunner
 
 from geolink_store.cli import main
-from geolink_store.pipeline import IngestSettings, ingest
+from geolink_store.ingest.plan import IngestSettings, ingest
 from geolink_store.sample import kampala_sample
-from geolink_store.store import Store
+from geolink_store.store.store import Store
 
 ray = pytest.importorskip("ray", reason="the Ray engine's tests need `pip install geolink-store[ray]`")
 pytest.importorskip("lance", reason="the Ray engine's tests need pylance (`pip install geolink-store[ray]`)")
-from geolink_store.ray_engine import RayEngine
+from geolink_store.ingest.engines.ray import RayEngine
 
 SAMPLE = kampala_sample()
 SETTINGS = IngestSettings(res=SAMPLE.res, fine_res=SAMPLE.fine_res, batch_size=8, partition_levels=1)
@@ -116,8 +116,8 @@ def test_rerun_finds_everything_stored(cluster: str, sample_store: Path, tmp_pat
 
 DRIVER = """
 import sys
-from geolink_store.pipeline import IngestSettings, ingest
-from geolink_store.ray_engine import RayEngine
+from geolink_store.ingest.plan import IngestSettings, ingest
+from geolink_store.ingest.engines.ray import RayEngine
 from geolink_store.sample import kampala_sample
 s = kampala_sample()
 ingest(sys.argv[1], s.region, [str(s.imagery)], str(s.osm), engine=RayEngine(workers=1, address=sys.argv[2]),

@@ -17,8 +17,8 @@ import shapely
 from synthetic_store import brute_force, cells_table, h3_grid, synthetic_store
 
 from geolink_store.errors import GeolinkError
-from geolink_store.search import search
-from geolink_store.store import Store
+from geolink_store.query.search import search
+from geolink_store.store.store import Store
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from geolink_store.cli import main
 from geolink_store.errors import GeolinkError
-from geolink_store.store import Store
+from geolink_store.store.store import Store
 
 PACKAGES = [Path(__file__).resolve().parents[1] / name for name in ("geolink_store", "model", "training")]
 

@@ -17,8 +17,8 @@ import shapely
 from synthetic_store import brute_force, synthetic_store
 
 from geolink_store.errors import GeolinkError
-from geolink_store.sql import SqlSession, run_sql
-from geolink_store.store import Store
+from geolink_store.query.sql import SqlSession, run_sql
+from geolink_store.store.store import Store
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ import pytest
 from synthetic_store import cells_table, h3_grid, synthetic_store
 
 from geolink_store.errors import GeolinkError
-from geolink_store.store import INDEX_MIN_ROWS, Store, cells_schema, parent_resolutions, patches_schema
+from geolink_store.store.store import INDEX_MIN_ROWS, Store, cells_schema, parent_resolutions, patches_schema
 
 TESTS = Path(__file__).resolve().parent
 

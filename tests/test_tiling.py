@@ -11,7 +11,7 @@ import pytest
 import shapely
 
 from geolink_store.errors import GeolinkError
-from geolink_store.tiling import (
+from geolink_store.grid import (
     as_cells,
     cell_geometries,
     cell_lonlat,

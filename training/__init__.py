@@ -1,9 +1,9 @@
 """GeoLink pretraining: shards of (chip, graph) pairs, joint augmentation, and the training loop."""
 
-from .augment import JointAugment, crop_graph, flip_graph, normalise
-from .data import PretrainDataset, collate
-from .loop import PretrainConfig, pretrain
-from .shards import Sample, ShardReader, shard_paths, write_shards
+from training.augment import JointAugment, crop_graph, flip_graph, normalise
+from training.data import PretrainDataset, collate
+from training.loop import PretrainConfig, pretrain
+from training.shards import Sample, ShardReader, shard_paths, write_shards
 
 __all__ = [
     "JointAugment",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .loop import PretrainConfig, pretrain
+from training.loop import PretrainConfig, pretrain
 
 
 def main() -> None:

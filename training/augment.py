@@ -16,7 +16,7 @@ from torch_geometric.data import HeteroData
 
 from model import EDGE_TYPES, NODE_TYPES
 
-from .shards import Sample
+from training.shards import Sample
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -11,8 +11,8 @@ from torch_geometric.data import Batch, HeteroData
 
 from model import batch_graphs
 
-from .augment import JointAugment
-from .shards import ShardReader, shard_paths
+from training.augment import JointAugment
+from training.shards import ShardReader, shard_paths
 
 
 class PretrainDataset(Dataset):

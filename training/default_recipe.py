@@ -26,16 +26,16 @@ import numpy as np
 import torch
 from PIL import Image
 
-from geolink_store.graph import GraphBuilder
-from geolink_store.heads import classification_metrics, spatial_split, train_head
-from geolink_store.imagery import open_imagery, read_chips
-from geolink_store.labels import coverage_share
-from geolink_store.tiling import cell_lonlat, region_cells
+from geolink_store.graphs.builder import GraphBuilder
+from geolink_store.heads.train import classification_metrics, spatial_split, train_head
+from geolink_store.sources.mosaic import open_imagery, read_chips
+from geolink_store.heads.labels import coverage_share
+from geolink_store.grid import cell_lonlat, region_cells
 from model import GeoLink, GeoLinkConfig, empty_graph, save_checkpoint
 
-from .loop import PretrainConfig, pretrain
-from .prepare import RegionPairs, example_samples, region_samples
-from .shards import Sample, write_shards
+from training.loop import PretrainConfig, pretrain
+from training.prepare import RegionPairs, example_samples, region_samples
+from training.shards import Sample, write_shards
 
 CONFIG = GeoLinkConfig(
     architecture="vit_tiny_patch16_224", osm_in_chans=384, type_attention=True, decoder_dim=256, decoder_heads=8

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from model import GeoLink, GeoLinkConfig, save_checkpoint
 
-from .data import PretrainDataset, collate
+from training.data import PretrainDataset, collate
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"

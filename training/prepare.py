@@ -16,13 +16,13 @@ import shapely
 import torch
 from PIL import Image
 
-from geolink_store.graph import GraphBuilder
-from geolink_store.imagery import open_imagery, read_chips
+from geolink_store.graphs.builder import GraphBuilder
+from geolink_store.sources.mosaic import open_imagery, read_chips
 from geolink_store.sources.osm import OSMIndex, read_example_folder, read_osm
-from geolink_store.tiling import cell_geometries, cell_lonlat, region_cells
+from geolink_store.grid import cell_geometries, cell_lonlat, region_cells
 from model import empty_graph
 
-from .shards import Sample
+from training.shards import Sample
 
 
 @dataclass(frozen=True)

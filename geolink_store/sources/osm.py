@@ -26,7 +26,7 @@ import shapely
 from pyproj import CRS
 
 from geolink_store.errors import GeolinkError
-from geolink_store.text import normalise_tags
+from geolink_store.graphs.text import normalise_tags
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ def iter_osm_pieces(
 class OSMIndex:
     """Entities reprojected once to a chip CRS, with an STRtree for per-chip lookups.
 
-    Tags are normalised once here (:func:`~geolink_store.text.normalise_tags`), so that building graphs from the
+    Tags are normalised once here (:func:`~geolink_store.graphs.text.normalise_tags`), so that building graphs from the
     query results does no tag parsing.
 
     Args:

@@ -6,7 +6,7 @@ side) and streaming batches of cells through the model (:func:`encode_work`), so
 region's size. The :class:`LocalEngine` writes every batch as atomic upserts (patches first, then cells); a cell
 counts as done once its ``cells`` row exists, so an ingest killed at any moment and run again skips finished cells
 and rewrites the rest, ending with exactly the rows of an uninterrupted run. The Ray engine is in
-:mod:`geolink_store.ray_engine`.
+:mod:`geolink_store.ingest.engines.ray`.
 """
 
 from __future__ import annotations
@@ -30,14 +30,14 @@ from torch_geometric.data import HeteroData
 
 from model import NODE_TYPES, GeoLink, fingerprint
 
-from .chips import chip_for_cell, transformer
-from .errors import GeolinkError
-from .graph import GraphBuilder
-from .imagery import Chip, ChipTally, ImagerySource, open_imagery, read_chips
-from .sources.osm import OSMIndex, read_osm
-from .store import Store, cells_schema, parent_column, parent_resolutions, patches_schema
-from .text import encoder_name
-from .tiling import cell_geometries, cell_lonlat, check_resolution, parents, region_cells
+from geolink_store.chips import chip_for_cell, transformer
+from geolink_store.errors import GeolinkError
+from geolink_store.graphs.builder import GraphBuilder
+from geolink_store.sources.mosaic import Chip, ChipTally, ImagerySource, open_imagery, read_chips
+from geolink_store.sources.osm import OSMIndex, read_osm
+from geolink_store.store.store import Store, cells_schema, parent_column, parent_resolutions, patches_schema
+from geolink_store.graphs.text import encoder_name
+from geolink_store.grid import cell_geometries, cell_lonlat, check_resolution, parents, region_cells
 
 WGS84 = CRS.from_epsg(4326)
 
@@ -226,7 +226,7 @@ def ingest(
 
     Args:
         engine: where the work runs: :class:`LocalEngine` (default, this process) or
-            :class:`~geolink_store.ray_engine.RayEngine` (a Ray cluster).
+            :class:`~geolink_store.ingest.engines.ray.RayEngine` (a Ray cluster).
         progress: ``progress(total)`` may return a callback that receives the number of cells finished as work
             completes.
     """

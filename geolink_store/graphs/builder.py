@@ -42,7 +42,7 @@ from torch_geometric.data import HeteroData
 from geolink_store.chips import ChipSpec
 from geolink_store.errors import GeolinkError
 from geolink_store.sources.osm import BBox, check_bbox
-from geolink_store.text import (
+from geolink_store.graphs.text import (
     MiniLMEncoder,
     TagEmbeddingCache,
     TextEncoder,
@@ -117,10 +117,10 @@ class GraphBuilder:
 
     Args:
         text_encoder: embeds tag strings (any object with ``encode(list[str]) -> (N, D) array``); default
-            :class:`~geolink_store.text.MiniLMEncoder` (384-d). Use ``CLIPTextEncoder`` for the official 512-d
+            :class:`~geolink_store.graphs.text.MiniLMEncoder` (384-d). Use ``CLIPTextEncoder`` for the official 512-d
             features.
         cache_dir: where tag embeddings persist (per encoder name); ``None`` for
-            :func:`~geolink_store.text.default_cache_dir` ``/tag-embeddings``, ``False`` to keep them in memory only.
+            :func:`~geolink_store.graphs.text.default_cache_dir` ``/tag-embeddings``, ``False`` to keep them in memory only.
         tag_weights: per-tag weights; default :meth:`TagWeights.official`.
         relation_attrs: also store ``edge_attr`` one-hots over :data:`RELATIONS`, as the official graphs do. Off
             by default: GeoLink ignores ``edge_attr``, and the DE-9IM test per pair halves the speed on dense chips.

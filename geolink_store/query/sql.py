@@ -41,7 +41,7 @@ import duckdb
 import pyarrow as pa
 
 from geolink_store.errors import GeolinkError
-from geolink_store.store import Store, sql_string
+from geolink_store.store.store import Store, sql_string
 
 DUCKDB_VERSION = "v1.5.5"
 EXTENSIONS = {"spatial": "duckdb_extension_spatial", "lance": "duckdb_extension_lance"}

@@ -16,11 +16,11 @@ import click
 import duckdb
 import pyarrow as pa
 
-from geolink_store.cli_heads import heads_group
-from geolink_store.cli_ingest import demo_command, ingest_command
-from geolink_store.cli_pretrain import pretrain_command
+from geolink_store.cli.heads import heads_group
+from geolink_store.cli.ingest import demo_command, ingest_command
+from geolink_store.cli.pretrain import pretrain_command
 from geolink_store.errors import GeolinkError
-from geolink_store.store import INDEX_MIN_ROWS, Store
+from geolink_store.store.store import INDEX_MIN_ROWS, Store
 
 FORMATS = click.Choice(["table", "json"])
 
@@ -86,7 +86,7 @@ def search(
     map_path: str | None,
 ) -> None:
     """Find the stored cells most similar to a cell, a point or the features of a file."""
-    from geolink_store.search import search as run_search
+    from geolink_store.query.search import search as run_search
 
     point = None
     if lonlat is not None:
@@ -107,7 +107,7 @@ def search(
         model_id=model_id,
     )
     if map_path:
-        from geolink_store.maps import results_map
+        from geolink_store.query.maps import results_map
 
         results_map(results, map_path)
         click.echo(f"map written to {map_path}", err=True)
@@ -136,7 +136,7 @@ def search(
 @click.option("--write", is_flag=True, help="Allow statements that change the store.")
 def sql(db: str, query: str, fmt: str, files: tuple[str, ...], write: bool) -> None:
     """Run DuckDB SQL over the store's tables (read-only unless --write)."""
-    from geolink_store.sql import run_sql
+    from geolink_store.query.sql import run_sql
 
     named = {}
     for item in files:
@@ -208,7 +208,7 @@ def index(db: str, table: str, min_rows: int | None) -> None:
 @click.option("--model", "model_id", help="Only this model's rows.")
 def export(db: str, table: str, out: str, model_id: str | None) -> None:
     """Write a table to GeoParquet (EPSG:4326)."""
-    from geolink_store.export import export_table
+    from geolink_store.query.export import export_table
 
     rows = export_table(_open(db), table, Path(out), model_id=model_id)
     click.echo(f"wrote {rows} rows to {out}", err=True)

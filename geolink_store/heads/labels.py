@@ -16,8 +16,8 @@ from h3.api import basic_int as h3
 from rasterio.features import rasterize
 from rasterio.warp import transform_geom
 
-from .errors import GeolinkError
-from .tiling import WGS84, as_cells, cell_geometries
+from geolink_store.errors import GeolinkError
+from geolink_store.grid import WGS84, as_cells, cell_geometries
 
 VECTOR_SUFFIXES = (".geojson", ".json", ".gpkg", ".parquet", ".geoparquet")
 RASTER_SUFFIXES = (".tif", ".tiff", ".png", ".jp2", ".vrt")

@@ -9,19 +9,19 @@ import folium
 import geopandas as gpd
 import pyarrow as pa
 
-from geolink_store import tiling
+from geolink_store import grid
 
 QUERY_STYLE = {"color": "#d7191c", "weight": 3, "fillOpacity": 0.0}
 
 
 def results_map(results: gpd.GeoDataFrame, path: str | os.PathLike) -> folium.Map:
-    """Draw ``geolink_store.search.search`` results (and their ``attrs["query_cells"]``) into an HTML file."""
+    """Draw ``geolink_store.query.search.search`` results (and their ``attrs["query_cells"]``) into an HTML file."""
     query = gpd.GeoDataFrame(
         {"h3": results.attrs.get("query_cells", [])},
-        geometry=tiling.cell_geometries(results.attrs.get("query_cells", [])),
-        crs=tiling.WGS84,
+        geometry=grid.cell_geometries(results.attrs.get("query_cells", [])),
+        crs=grid.WGS84,
     )
-    everything = gpd.GeoSeries(list(results.geometry) + list(query.geometry), crs=tiling.WGS84)
+    everything = gpd.GeoSeries(list(results.geometry) + list(query.geometry), crs=grid.WGS84)
     west, south, east, north = everything.total_bounds
     folium_map = folium.Map(tiles=None)
     folium_map.fit_bounds([[south, west], [north, east]])
@@ -56,8 +56,8 @@ def predictions_map(predictions: pa.Table, path: str | os.PathLike) -> None:
     frame = gpd.GeoDataFrame(
         {"h3_hex": [f"{c:x}" for c in predictions["h3"].to_pylist()], "label": predictions["label"].to_pylist(),
          "score": predictions["score"].to_pylist()},
-        geometry=tiling.cell_geometries(predictions["h3"].to_pylist()),
-        crs=tiling.WGS84,
+        geometry=grid.cell_geometries(predictions["h3"].to_pylist()),
+        crs=grid.WGS84,
     )
     if str(path).lower().endswith(".png"):
         import matplotlib

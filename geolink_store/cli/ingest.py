@@ -78,14 +78,14 @@ def ingest_command(db: str, region: str, imagery: tuple[str, ...], osm: str, res
     """Encode every cell of a region into the store: image, OSM and fused vectors per cell and per patch."""
     from model import GeoLink
 
-    from .pipeline import IngestSettings, ingest
+    from geolink_store.ingest.plan import IngestSettings, ingest
 
     settings = IngestSettings(res=res, fine_res=fine_res, batch_size=batch_size, min_valid=min_valid,
                               overwrite=overwrite, osm_only=osm_only, partition_levels=partition_levels)
     model = GeoLink.from_checkpoint(checkpoint) if checkpoint else GeoLink.default()
     runner = None
     if engine == "ray":
-        from .ray_engine import RayEngine
+        from geolink_store.ingest.engines.ray import RayEngine
 
         runner = RayEngine(workers=workers, cpus_per_worker=cpus_per_worker, address=ray_address)
     with progress_bars() as progress:
@@ -104,7 +104,7 @@ def ingest_command(db: str, region: str, imagery: tuple[str, ...], osm: str, res
               help="Folder for the store and the maps.")
 def demo_command(out: str) -> None:
     """The main job on the bundled sample region, offline: ingest, search, SQL, maps."""
-    from .demo import run_demo
+    from geolink_store.demo import run_demo
 
     with progress_bars() as progress:
         run_demo(Path(out), progress)

@@ -1,6 +1,6 @@
 """Bulk encoding on a Ray cluster: ``geolink ingest --engine ray``.
 
-The driver plans the ingest exactly as the local engine does (:func:`~geolink_store.pipeline.plan_ingest`), then
+The driver plans the ingest exactly as the local engine does (:func:`~geolink_store.ingest.plan.plan_ingest`), then
 hands out partitions (cells grouped by a coarse H3 parent). On CPU clusters each worker actor reads the chips,
 builds the graphs and encodes its partition; on GPU clusters CPU tasks read chips and build graphs while GPU actors
 encode. Either way the worker writes the partition's rows as uncommitted Lance fragments next to the tables and
@@ -31,10 +31,10 @@ import torch
 
 from model import GeoLink
 
-from .errors import GeolinkError
-from .graph import GraphBuilder
-from .imagery import ChipTally
-from .pipeline import (
+from geolink_store.errors import GeolinkError
+from geolink_store.graphs.builder import GraphBuilder
+from geolink_store.sources.mosaic import ChipTally
+from geolink_store.ingest.plan import (
     ImageBatch,
     IngestPlan,
     IngestReport,
@@ -47,7 +47,7 @@ from .pipeline import (
     partition_osm,
     partition_work,
 )
-from .store import MODEL_COLUMN, Store, cells_schema, file_system, patches_schema, sql_string
+from geolink_store.store.store import MODEL_COLUMN, Store, cells_schema, file_system, patches_schema, sql_string
 
 TABLES = ("patches", "cells")
 """Commit order: a cell is never visible without its patches."""

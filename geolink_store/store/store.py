@@ -2,7 +2,7 @@
 
 Tables (see docs/design.md): ``cells`` (one row per H3 cell and model), ``patches`` (one row per fine H3 cell
 and model), ``models`` (one row per model), ``heads`` (trained heads) and ``predictions`` (one row per head and cell),
-the last two written by ``geolink_store.head_store``.
+the last two written by ``geolink_store.heads.from_store``.
 
 Every ``upsert`` is one LanceDB ``merge_insert`` per batch, keyed on :data:`TABLE_KEYS`: a batch is one Lance
 commit that lands whole or not at all, and re-writing a row replaces it. A killed writer therefore leaves
@@ -12,7 +12,7 @@ rows of an uninterrupted run.
 Vector indexes: below :data:`INDEX_MIN_ROWS` rows search is exact (flat). :meth:`Store.build_indexes` (called
 by ``geolink index`` and automatically by :meth:`Store.upsert` once a table passes the threshold) builds one
 ``IVF_HNSW_SQ`` index per vector column; later rows are folded in by ``optimize`` on the next call. See
-``geolink_store.search`` for the query parameters that keep recall@10 >= 0.95.
+``geolink_store.query.search`` for the query parameters that keep recall@10 >= 0.95.
 """
 
 from __future__ import annotations

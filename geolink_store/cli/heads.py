@@ -6,7 +6,7 @@ import json
 
 import click
 
-from .store import Store
+from geolink_store.store.store import Store
 
 MODALITIES = ["image", "osm", "fused", "concat"]
 
@@ -41,7 +41,7 @@ def _train_options(command):
 def train(db: str, labels_path: str, label_column: str, kind: str, split: str, min_share: float,
           model_id: str | None, seed: int, fmt: str, modality: str) -> None:
     """Train a head on labelled cells and save it in the store's heads table."""
-    from .head_store import train_from_store
+    from geolink_store.heads.from_store import train_from_store
 
     trained = train_from_store(Store.open(db), labels_path, label_column, modality=modality, kind=kind, split=split,
                                model_id=model_id, min_share=min_share, seed=seed)
@@ -64,7 +64,7 @@ def train(db: str, labels_path: str, label_column: str, kind: str, split: str, m
 def compare(db: str, labels_path: str, label_column: str, kind: str, split: str, min_share: float,
             model_id: str | None, seed: int, fmt: str) -> None:
     """Train one head per modality on the same split and compare them."""
-    from .head_store import train_from_store
+    from geolink_store.heads.from_store import train_from_store
 
     store = Store.open(db)
     rows = []
@@ -91,7 +91,7 @@ def compare(db: str, labels_path: str, label_column: str, kind: str, split: str,
 @click.option("--map", "map_path", type=click.Path(dir_okay=False), help="Also draw the predictions (.png or .html).")
 def predict(db: str, head_id: str, model_id: str | None, map_path: str | None) -> None:
     """Fill the predictions table for every stored cell of the head's model."""
-    from .head_store import predict_from_store
+    from geolink_store.heads.from_store import predict_from_store
 
     store = Store.open(db)
     predictions = predict_from_store(store, head_id, model_id)
@@ -99,7 +99,7 @@ def predict(db: str, head_id: str, model_id: str | None, map_path: str | None) -
     click.echo(f"{predictions.num_rows} predictions written: " +
                ", ".join(f"{c['label']} {c['label_count']}" for c in counts))
     if map_path:
-        from .maps import predictions_map
+        from geolink_store.query.maps import predictions_map
 
         predictions_map(predictions, map_path)
         click.echo(f"map written to {map_path}", err=True)
@@ -110,7 +110,7 @@ def predict(db: str, head_id: str, model_id: str | None, map_path: str | None) -
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def list_command(db: str, fmt: str) -> None:
     """The heads saved in the store."""
-    from .head_store import list_heads
+    from geolink_store.heads.from_store import list_heads
 
     heads = list_heads(Store.open(db))
     if fmt == "json":

@@ -35,7 +35,7 @@ def pretrain_command(data: str, out: str | None, config_file: str | None, archit
     if prepare:
         if not region or not imagery:
             raise GeolinkError("--prepare needs --region and --imagery (and --osm for image + OSM pairs)")
-        from geolink_store.graph import GraphBuilder
+        from geolink_store.graphs.builder import GraphBuilder
         from training.prepare import RegionPairs, region_samples
         from training.shards import write_shards
 

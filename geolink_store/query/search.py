@@ -24,9 +24,9 @@ import numpy as np
 import pyarrow as pa
 import shapely
 
-from geolink_store import tiling
+from geolink_store import grid
 from geolink_store.errors import GeolinkError
-from geolink_store.store import H3_COLUMN, METRIC, MODEL_COLUMN, Store, parent_column, sql_string
+from geolink_store.store.store import H3_COLUMN, METRIC, MODEL_COLUMN, Store, parent_column, sql_string
 
 Modality = Literal["image", "osm", "fused"]
 MODALITIES: tuple[str, ...] = ("image", "osm", "fused")
@@ -49,7 +49,7 @@ def parse_cells(text: str | int | Iterable[str | int]) -> np.ndarray:
         text = [text]
     values = [token.strip() if isinstance(token, str) else token for token in text]
     values = [int(token) if isinstance(token, str) and token.isdigit() else token for token in values]
-    cells = tiling.as_cells(values)
+    cells = grid.as_cells(values)
     if cells.size == 0:
         raise GeolinkError("no H3 cell given")
     return cells
@@ -71,7 +71,7 @@ def cells_of_features(path: str | os.PathLike, res: int) -> np.ndarray:
         raise GeolinkError(f"cannot read {path}: {error}") from error
     if frame.empty:
         raise GeolinkError(f"{path} holds no features")
-    geometries = frame.to_crs(tiling.WGS84).geometry if frame.crs else frame.geometry
+    geometries = frame.to_crs(grid.WGS84).geometry if frame.crs else frame.geometry
     cells: list[int] = []
     for geometry in geometries:
         if geometry is None or geometry.is_empty:
@@ -109,7 +109,7 @@ def spatial_filter(
         return f"{parent_column(parent_res)} = {int(cell)}"
     if within is None:
         return None
-    area = tiling.region_geometry(within)
+    area = grid.region_geometry(within)
     if area.equals(shapely.box(*area.bounds)):
         west, south, east, north = area.bounds
         return f"lon >= {west!r} AND lon <= {east!r} AND lat >= {south!r} AND lat <= {north!r}"
@@ -252,9 +252,9 @@ def nearest(
 
 def _to_frame(found: pa.Table, query_cells: np.ndarray) -> gpd.GeoDataFrame:
     found = found.sort_by("_distance")
-    geometry = gpd.GeoSeries.from_wkb(found["geometry"].to_pylist(), crs=tiling.WGS84)
+    geometry = gpd.GeoSeries.from_wkb(found["geometry"].to_pylist(), crs=grid.WGS84)
     frame = found.drop_columns(["geometry"]).rename_columns({"_distance": "distance"}).to_pandas()
     frame.insert(1, "h3_hex", [h3.int_to_str(int(cell)) for cell in frame[H3_COLUMN]])
-    result = gpd.GeoDataFrame(frame, geometry=geometry, crs=tiling.WGS84)
+    result = gpd.GeoDataFrame(frame, geometry=geometry, crs=grid.WGS84)
     result.attrs["query_cells"] = [int(cell) for cell in query_cells]
     return result

@@ -16,10 +16,10 @@ from typing import Literal
 import numpy as np
 import pyarrow as pa
 
-from .errors import GeolinkError
-from .heads import Head, HeadKind, SplitKind, classification_metrics, random_split, spatial_split, train_head
-from .labels import RASTER_SUFFIXES, CellLabels, raster_labels, read_labels
-from .store import H3_COLUMN, MODEL_COLUMN, Store, sql_string
+from geolink_store.errors import GeolinkError
+from geolink_store.heads.train import Head, HeadKind, SplitKind, classification_metrics, random_split, spatial_split, train_head
+from geolink_store.heads.labels import RASTER_SUFFIXES, CellLabels, raster_labels, read_labels
+from geolink_store.store.store import H3_COLUMN, MODEL_COLUMN, Store, sql_string
 
 Modality = Literal["image", "osm", "fused", "concat"]
 HEADS_SCHEMA = pa.schema([

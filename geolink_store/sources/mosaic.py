@@ -26,7 +26,7 @@ from geolink_store.chips import ChipSpec, chip_for_cell, local_utm
 from geolink_store.errors import GeolinkError
 from geolink_store.sources.raster import RasterSource, ResamplingName
 from geolink_store.sources.xyz import open_tile_folder
-from geolink_store.tiling import cell_geometries
+from geolink_store.grid import cell_geometries
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)

@@ -1,7 +1,7 @@
 """Light downstream heads trained on stored vectors: linear probe, small MLP, k-nearest neighbours.
 
 Everything here works on arrays (vectors, labels, H3 ids); reading them from the store and writing heads back is
-the job of ``geolink_store.head_store``. Splits are spatial by default: whole blocks of a coarser H3 parent go to
+the job of ``geolink_store.heads.from_store``. Splits are spatial by default: whole blocks of a coarser H3 parent go to
 one side, so that neighbouring cells never sit on both sides of the split.
 """
 
@@ -16,8 +16,8 @@ from h3.api import basic_int as h3
 from safetensors.torch import load, save
 from torch import nn
 
-from .errors import GeolinkError
-from .tiling import parents
+from geolink_store.errors import GeolinkError
+from geolink_store.grid import parents
 
 HeadKind = Literal["linear", "mlp", "knn"]
 SplitKind = Literal["spatial", "random"]

@@ -1,0 +1,3 @@
+from geolink_store.cli.main import main
+
+__all__ = ["main"]
