@@ -28,8 +28,9 @@ from rasterio.vrt import WarpedVRT
 from rasterio.warp import reproject
 
 from geolink_store.chips import chip_for_cell
-from geolink_store.sources.mosaic import IMAGENET_MEAN, IMAGENET_STD, open_imagery
+from geolink_store.constants import IMAGENET_MEAN, IMAGENET_STD
 from geolink_store.grid import region_cells
+from geolink_store.sources.mosaic import open_imagery
 
 NAIP = (
     Path(__file__).resolve().parents[2]

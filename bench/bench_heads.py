@@ -18,9 +18,9 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from synthetic_store import cells_table, h3_grid
 
+from geolink_store.grid import parents
 from geolink_store.heads.from_store import stored_vectors, train_from_store
 from geolink_store.store.store import Store
-from geolink_store.grid import parents
 
 
 def main() -> None:

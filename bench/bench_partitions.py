@@ -14,8 +14,8 @@ import time
 
 import numpy as np
 
-from geolink_store.ingest.plan import partition_cells
 from geolink_store.grid import region_cells
+from geolink_store.ingest.plan import partition_cells
 
 BASELINE_SAMPLE = 50
 

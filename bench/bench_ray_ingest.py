@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import ray
 
-from geolink_store.ingest.plan import IngestSettings, ingest
 from geolink_store.ingest.engines.ray import RayEngine
+from geolink_store.ingest.plan import IngestSettings, ingest
 from geolink_store.sample import kampala_sample
 from geolink_store.store.store import Store
 from model import GeoLink

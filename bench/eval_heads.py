@@ -18,10 +18,10 @@ import torch
 from PIL import Image
 
 from geolink_store.heads.from_store import train_from_store
-from geolink_store.heads.train import classification_metrics, train_head
-from geolink_store.sources.mosaic import open_imagery
 from geolink_store.heads.labels import coverage_share
+from geolink_store.heads.train import classification_metrics, train_head
 from geolink_store.ingest.plan import IngestSettings, ingest
+from geolink_store.sources.mosaic import open_imagery
 from geolink_store.store.store import Store
 from model import GeoLink
 

@@ -7,8 +7,10 @@ downwards, both in [0, 1] over the chip. Imagery is resampled onto ``ChipSpec.tr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
+from typing import Protocol
 
 import h3
 import numpy as np
@@ -17,7 +19,7 @@ from affine import Affine
 from pyproj import CRS, Transformer
 from rasterio.transform import from_bounds
 
-CHIP_SIZE = 224
+from geolink_store.constants import CHIP_SIZE, IMAGENET_MEAN, IMAGENET_STD, WGS84
 
 
 def local_utm(lon: float, lat: float) -> CRS:
@@ -64,18 +66,102 @@ class ChipSpec:
 
     def to_chip_frame(self, geometries: np.ndarray | shapely.Geometry) -> np.ndarray | shapely.Geometry:
         """Map geometries given in ``crs`` into the chip frame: x right, y down, [0, 1] over the chip."""
-        west, south, east, north = self.bounds
-        scale = np.array([1.0 / (east - west), -1.0 / (north - south)])
-        origin = np.array([west, north])
-        return shapely.transform(geometries, lambda xy: (xy - origin) * scale)
+        return to_chip_frame(geometries, self.bounds)
+
+
+def to_chip_frame(
+    geometries: np.ndarray | shapely.Geometry, bounds: tuple[float, float, float, float]
+) -> np.ndarray | shapely.Geometry:
+    """Map geometries into the frame of the chip covering ``bounds`` (west, south, east, north, same CRS).
+
+    The frame is x right and y down, [0, 1] over the chip: the one mapping that pixels and OSM share.
+    """
+    west, south, east, north = bounds
+    scale = np.array([1.0 / (east - west), -1.0 / (north - south)])
+    origin = np.array([west, north])
+    return shapely.transform(geometries, lambda xy: (xy - origin) * scale)
 
 
 def chip_for_cell(cell: int, crs: CRS, size: int = CHIP_SIZE) -> ChipSpec:
     """The square chip centred on ``cell``'s centre in ``crs``, just large enough to contain its hexagon."""
-    to_crs = transformer(CRS.from_epsg(4326), crs)
+    to_crs = transformer(CRS.from_user_input(WGS84), crs)
     boundary = np.array(h3.cell_to_boundary(h3.int_to_str(cell)))  # (lat, lng) pairs
     xs, ys = to_crs.transform(boundary[:, 1], boundary[:, 0])
     lat, lng = h3.cell_to_latlng(h3.int_to_str(cell))
     cx, cy = to_crs.transform(lng, lat)
     half = max(np.max(np.abs(xs - cx)), np.max(np.abs(ys - cy)))
     return ChipSpec(cell=cell, crs=crs, bounds=(cx - half, cy - half, cx + half, cy + half), size=size)
+
+
+@dataclass(frozen=True)
+class Chip:
+    """The imagery of one cell on its chip grid.
+
+    Attributes:
+        spec: the chip grid (cell, CRS, bounds, size).
+        image: float32 ``(3, size, size)``, RGB normalised with the ImageNet mean and std; invalid pixels
+            are 0 (the mean colour).
+        valid: bool ``(size, size)``, where some source held data.
+        source: the names of the sources that filled the chip, joined by ``+``.
+    """
+
+    spec: ChipSpec
+    image: np.ndarray
+    valid: np.ndarray
+    source: str
+
+    @property
+    def cell(self) -> int:
+        """The chip's H3 cell (int64 form)."""
+        return self.spec.cell
+
+    @property
+    def valid_fraction(self) -> float:
+        """Share of the chip's pixels that hold imagery, in [0, 1]."""
+        return float(self.valid.mean())
+
+    def rgb(self) -> np.ndarray:
+        """The chip as a displayable uint8 ``(size, size, 3)`` image (normalisation undone)."""
+        rgb = self.image * IMAGENET_STD[:, None, None] + IMAGENET_MEAN[:, None, None]
+        return np.round(np.clip(rgb, 0.0, 1.0) * 255).astype(np.uint8).transpose(1, 2, 0)
+
+
+@dataclass
+class ChipTally:
+    """Counts of what :func:`read_chips` did with each cell."""
+
+    read: int = 0
+    no_imagery: int = 0
+    too_sparse: int = 0
+    skipped_cells: list[int] = field(default_factory=list)
+
+
+class ChipReader(Protocol):
+    """Anything that reads the chip of a :class:`ChipSpec` (``geolink_store.sources.mosaic.ImagerySource``)."""
+
+    def read(self, spec: ChipSpec) -> Chip | None:
+        """The chip's imagery, or None where the source holds none."""
+
+
+def read_chips(
+    source: ChipReader,
+    cells: Iterable[int],
+    crs: CRS,
+    *,
+    min_valid: float = 0.0,
+    tally: ChipTally | None = None,
+) -> Iterator[Chip]:
+    """Read the chip of each cell in ``crs``, skipping cells without imagery or with ``valid_fraction`` below
+    ``min_valid``; pass a :class:`ChipTally` to count (and list) the skipped cells."""
+    tally = tally if tally is not None else ChipTally()
+    for cell in cells:
+        chip = source.read(chip_for_cell(int(cell), crs))
+        if chip is None or chip.valid_fraction < min_valid:
+            if chip is None:
+                tally.no_imagery += 1
+            else:
+                tally.too_sparse += 1
+            tally.skipped_cells.append(int(cell))
+            continue
+        tally.read += 1
+        yield chip

@@ -15,14 +15,15 @@ import numpy as np
 from pyproj import CRS
 
 from geolink_store.chips import ChipSpec
-from geolink_store.sources.mosaic import open_imagery
-from geolink_store.query.maps import results_map
+from geolink_store.constants import WGS84
+from geolink_store.grid import cell_geometries
 from geolink_store.ingest.plan import IngestSettings, ingest
-from geolink_store.sample import kampala_sample
+from geolink_store.query.maps import results_map
 from geolink_store.query.search import search
 from geolink_store.query.sql import run_sql
+from geolink_store.sample import kampala_sample
+from geolink_store.sources.mosaic import open_imagery
 from geolink_store.store.store import Store
-from geolink_store.grid import WGS84, cell_geometries
 
 ROLLUP_SQL = """
 SELECT lower(hex(h3_r10)) AS parent_r10, count(*) AS cells, sum(n_polygon) AS building_parts,

@@ -17,14 +17,11 @@ import shapely
 from h3.api import basic_int as h3
 from pyproj import Transformer
 
+from geolink_store.constants import EQUAL_AREA, GEOPARQUET_SUFFIXES, MAX_RES, VECTOR_SUFFIXES, WGS84
 from geolink_store.errors import GeolinkError
 
-WGS84 = "EPSG:4326"
-MAX_RES = 15
 MAX_REGION_CELLS = 20_000_000
 """The most cells one region may cover (about 160 GB of 1 KiB vectors): larger ones are refused up front."""
-GEOPARQUET_SUFFIXES = (".parquet", ".geoparquet")
-VECTOR_SUFFIXES = (".geojson", ".json", ".gpkg", ".shp", ".fgb", *GEOPARQUET_SUFFIXES)
 
 Region = str | os.PathLike | shapely.Geometry | Iterable[int | str]
 
@@ -109,7 +106,7 @@ def region_cells(region: Region, res: int, *, touching: bool = False) -> np.ndar
 
 def _check_cell_count(geometry: shapely.Geometry, res: int) -> None:
     """Refuse, before covering it, a region that would hold more than :data:`MAX_REGION_CELLS` cells."""
-    to_equal_area = Transformer.from_crs(WGS84, "EPSG:6933", always_xy=True)  # global cylindrical equal-area
+    to_equal_area = Transformer.from_crs(WGS84, EQUAL_AREA, always_xy=True)
     dense = shapely.segmentize(geometry, 1.0)  # degrees: edges follow the projection
     area_km2 = shapely.area(shapely.transform(dense, lambda xy: np.column_stack(to_equal_area.transform(*xy.T)))) / 1e6
     estimate = area_km2 / h3.average_hexagon_area(res, unit="km^2")

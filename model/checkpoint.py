@@ -20,6 +20,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from model.config import GeoLinkConfig
+from model.errors import CheckpointError
 from model.geolink import GeoLink
 
 FORMAT = "geolink-store"
@@ -28,10 +29,6 @@ DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "geolink_default
 
 _TIMM_LAYOUT_KEYS = {"architecture", "num_classes", "global_pool", "pos_embed_requires_grad"}
 _ALIAS = ("patch_embed.", "img_encoder.patch_embed.")  # one module registered under two names
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that is missing, unreadable, of unknown layout, or whose shapes do not fit."""
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> GeoLink:

@@ -20,10 +20,10 @@ from rasterio.warp import calculate_default_transform, reproject
 from scipy.ndimage import binary_dilation
 
 from geolink_store.chips import ChipSpec, chip_for_cell
-from geolink_store.sources.mosaic import open_imagery
-from geolink_store.sample import kampala_sample
-from geolink_store.sources.xyz import find_tiles, tile_bounds
 from geolink_store.grid import cell_lonlat, region_cells
+from geolink_store.sample import kampala_sample
+from geolink_store.sources.mosaic import open_imagery
+from geolink_store.sources.xyz import find_tiles, tile_bounds
 
 pytestmark = pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
 

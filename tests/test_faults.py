@@ -18,9 +18,9 @@ import pandas as pd
 
 from geolink_store.heads.from_store import list_heads, train_from_store
 from geolink_store.ingest.plan import IngestSettings, ingest
-from geolink_store.sample import kampala_sample
 from geolink_store.query.search import search
 from geolink_store.query.sql import run_sql
+from geolink_store.sample import kampala_sample
 from geolink_store.store.store import Store
 
 SAMPLE = kampala_sample()

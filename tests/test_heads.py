@@ -7,8 +7,8 @@ import pytest
 from h3.api import basic_int as h3
 
 from geolink_store.errors import GeolinkError
-from geolink_store.heads.train import Head, classification_metrics, random_split, spatial_split, train_head
 from geolink_store.grid import parents, region_cells
+from geolink_store.heads.train import Head, classification_metrics, random_split, spatial_split, train_head
 
 
 @pytest.fixture(scope="module")

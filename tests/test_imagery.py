@@ -15,20 +15,14 @@ import shapely
 from rasterio.features import rasterize
 from rasterio.windows import Window
 
-from geolink_store.chips import chip_for_cell
+from geolink_store.chips import ChipTally, chip_for_cell, read_chips
+from geolink_store.constants import IMAGENET_MEAN, IMAGENET_STD
 from geolink_store.errors import GeolinkError
-from geolink_store.sources.mosaic import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    ChipTally,
-    ImagerySource,
-    open_imagery,
-    read_chips,
-)
+from geolink_store.grid import cell_lonlat, region_cells
 from geolink_store.sample import kampala_sample
+from geolink_store.sources.mosaic import ImagerySource, open_imagery
 from geolink_store.sources.raster import RasterSource
 from geolink_store.sources.xyz import find_tiles, tile_bounds
-from geolink_store.grid import cell_lonlat, region_cells
 
 pytestmark = pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
 

@@ -22,9 +22,9 @@ from click.testing import CliRunner
 
 from geolink_store.cli import main
 from geolink_store.ingest.plan import IngestSettings, ingest
-from geolink_store.sample import kampala_sample
 from geolink_store.query.search import search
 from geolink_store.query.sql import run_sql
+from geolink_store.sample import kampala_sample
 from geolink_store.store.store import Store
 
 boto3 = pytest.importorskip("boto3", reason="the S3 tests need moto's server: pip install 'moto[s3,server]'")

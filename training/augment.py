@@ -14,12 +14,9 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from torch_geometric.data import HeteroData
 
+from geolink_store.constants import IMAGENET_MEAN, IMAGENET_STD
 from model import EDGE_TYPES, NODE_TYPES
-
 from training.shards import Sample
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def normalise(image: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,6 @@ from torch.utils.data import Dataset
 from torch_geometric.data import Batch, HeteroData
 
 from model import batch_graphs
-
 from training.augment import JointAugment
 from training.shards import ShardReader, shard_paths
 

@@ -26,13 +26,13 @@ import numpy as np
 import torch
 from PIL import Image
 
+from geolink_store.chips import read_chips
 from geolink_store.graphs.builder import GraphBuilder
-from geolink_store.heads.train import classification_metrics, spatial_split, train_head
-from geolink_store.sources.mosaic import open_imagery, read_chips
-from geolink_store.heads.labels import coverage_share
 from geolink_store.grid import cell_lonlat, region_cells
+from geolink_store.heads.labels import coverage_share
+from geolink_store.heads.train import classification_metrics, spatial_split, train_head
+from geolink_store.sources.mosaic import open_imagery
 from model import GeoLink, GeoLinkConfig, empty_graph, save_checkpoint
-
 from training.loop import PretrainConfig, pretrain
 from training.prepare import RegionPairs, example_samples, region_samples
 from training.shards import Sample, write_shards

@@ -21,7 +21,6 @@ from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
 from model import GeoLink, GeoLinkConfig, save_checkpoint
-
 from training.data import PretrainDataset, collate
 
 CHECKPOINT = "checkpoint.pt"

@@ -16,12 +16,12 @@ import shapely
 import torch
 from PIL import Image
 
+from geolink_store.chips import read_chips
 from geolink_store.graphs.builder import GraphBuilder
-from geolink_store.sources.mosaic import open_imagery, read_chips
-from geolink_store.sources.osm import OSMIndex, read_example_folder, read_osm
 from geolink_store.grid import cell_geometries, cell_lonlat, region_cells
+from geolink_store.sources.mosaic import open_imagery
+from geolink_store.sources.osm import OSMIndex, read_example_folder, read_osm
 from model import empty_graph
-
 from training.shards import Sample
 
 

@@ -6,9 +6,8 @@ import json
 
 import click
 
+from geolink_store.constants import HEAD_MODALITIES
 from geolink_store.store.store import Store
-
-MODALITIES = ["image", "osm", "fused", "concat"]
 
 
 @click.group("heads")
@@ -37,7 +36,7 @@ def _train_options(command):
 
 @heads_group.command("train")
 @_train_options
-@click.option("--modality", type=click.Choice(MODALITIES), default="fused", show_default=True)
+@click.option("--modality", type=click.Choice(HEAD_MODALITIES), default="fused", show_default=True)
 def train(db: str, labels_path: str, label_column: str, kind: str, split: str, min_share: float,
           model_id: str | None, seed: int, fmt: str, modality: str) -> None:
     """Train a head on labelled cells and save it in the store's heads table."""
@@ -68,7 +67,7 @@ def compare(db: str, labels_path: str, label_column: str, kind: str, split: str,
 
     store = Store.open(db)
     rows = []
-    for modality in MODALITIES:
+    for modality in HEAD_MODALITIES:
         trained = train_from_store(store, labels_path, label_column, modality=modality, kind=kind, split=split,
                                    model_id=model_id, min_share=min_share, seed=seed)
         rows.append({"modality": modality, "head_id": trained.head_id} | {

@@ -76,9 +76,8 @@ def ingest_command(db: str, region: str, imagery: tuple[str, ...], osm: str, res
                    partition_levels: int, engine: str, workers: int, cpus_per_worker: int, ray_address: str | None,
                    fmt: str) -> None:
     """Encode every cell of a region into the store: image, OSM and fused vectors per cell and per patch."""
-    from model import GeoLink
-
     from geolink_store.ingest.plan import IngestSettings, ingest
+    from model import GeoLink
 
     settings = IngestSettings(res=res, fine_res=fine_res, batch_size=batch_size, min_valid=min_valid,
                               overwrite=overwrite, osm_only=osm_only, partition_levels=partition_levels)

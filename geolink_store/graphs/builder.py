@@ -39,9 +39,8 @@ from scipy.sparse import csr_matrix
 from scipy.spatial import Delaunay, QhullError
 from torch_geometric.data import HeteroData
 
-from geolink_store.chips import ChipSpec
+from geolink_store.chips import ChipSpec, to_chip_frame
 from geolink_store.errors import GeolinkError
-from geolink_store.sources.osm import BBox, check_bbox
 from geolink_store.graphs.text import (
     MiniLMEncoder,
     TagEmbeddingCache,
@@ -49,6 +48,7 @@ from geolink_store.graphs.text import (
     default_cache_dir,
     normalise_tags,
 )
+from geolink_store.sources.osm import BBox, check_bbox
 from model.osm import EDGE_TYPES, NODE_TYPES
 
 log = logging.getLogger(__name__)
@@ -195,7 +195,7 @@ class GraphBuilder:
         tags = entities["tags"].to_numpy()
         geoms, keep = self._repaired(geoms)
         parts, source = _clip_to_parts(geoms, bounds)
-        parts = _to_chip_frame(parts, bounds)
+        parts = to_chip_frame(parts, bounds)
         node_type = np.array(
             [_NODE_TYPE_OF_DIMENSION[d] for d in shapely.get_dimensions(parts)], dtype=object
         )
@@ -299,14 +299,6 @@ def _clip_to_parts(geoms: np.ndarray, bounds: BBox) -> tuple[np.ndarray, np.ndar
     )
     keep = (dimension == shapely.get_dimensions(geoms)[source]) & ~shapely.is_empty(parts) & (measure > 0)
     return parts[keep], source[keep]
-
-
-def _to_chip_frame(geoms: np.ndarray, bounds: BBox) -> np.ndarray:
-    """``geoms`` in the chip frame (x right, y down, [0, 1]); the same map as ``ChipSpec.to_chip_frame``."""
-    west, south, east, north = bounds
-    scale = np.array([1.0 / (east - west), -1.0 / (north - south)])
-    origin = np.array([west, north])
-    return shapely.transform(geoms, lambda xy: (xy - origin) * scale)
 
 
 def _xy(points: np.ndarray) -> np.ndarray:

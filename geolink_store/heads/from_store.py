@@ -11,17 +11,24 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pyarrow as pa
 
+from geolink_store.constants import H3_COLUMN, MODEL_COLUMN, RASTER_SUFFIXES, HeadModality
 from geolink_store.errors import GeolinkError
-from geolink_store.heads.train import Head, HeadKind, SplitKind, classification_metrics, random_split, spatial_split, train_head
-from geolink_store.heads.labels import RASTER_SUFFIXES, CellLabels, raster_labels, read_labels
-from geolink_store.store.store import H3_COLUMN, MODEL_COLUMN, Store, sql_string
+from geolink_store.heads.labels import CellLabels, raster_labels, read_labels
+from geolink_store.heads.train import (
+    Head,
+    HeadKind,
+    SplitKind,
+    classification_metrics,
+    random_split,
+    spatial_split,
+    train_head,
+)
+from geolink_store.store.store import Store, sql_string
 
-Modality = Literal["image", "osm", "fused", "concat"]
 HEADS_SCHEMA = pa.schema([
     pa.field("head_id", pa.string(), nullable=False),
     pa.field(MODEL_COLUMN, pa.string(), nullable=False),
@@ -51,7 +58,7 @@ def train_from_store(
     labels_path: str | Path,
     label_column: str,
     *,
-    modality: Modality = "fused",
+    modality: HeadModality = "fused",
     kind: HeadKind = "linear",
     split: SplitKind = "spatial",
     model_id: str | None = None,
@@ -102,7 +109,7 @@ def train_from_store(
     return TrainedHead(head_id=head_id, metrics=metrics, dropped=dropped | labels.dropped)
 
 
-def stored_vectors(store: Store, table: str, model_id: str, modality: Modality) -> tuple[np.ndarray, np.ndarray]:
+def stored_vectors(store: Store, table: str, model_id: str, modality: HeadModality) -> tuple[np.ndarray, np.ndarray]:
     """The H3 ids and (N, D) float32 vectors of one model; ``concat`` joins image, OSM and fused vectors.
 
     Missing OSM vectors are NaN rows for ``osm`` and zeros inside ``concat``.

@@ -16,11 +16,9 @@ from h3.api import basic_int as h3
 from rasterio.features import rasterize
 from rasterio.warp import transform_geom
 
+from geolink_store.constants import VECTOR_SUFFIXES, WGS84
 from geolink_store.errors import GeolinkError
-from geolink_store.grid import WGS84, as_cells, cell_geometries
-
-VECTOR_SUFFIXES = (".geojson", ".json", ".gpkg", ".parquet", ".geoparquet")
-RASTER_SUFFIXES = (".tif", ".tiff", ".png", ".jp2", ".vrt")
+from geolink_store.grid import as_cells, cell_geometries
 
 
 @dataclass(frozen=True)

@@ -28,18 +28,16 @@ from h3.api import basic_int as h3
 from pyproj import CRS
 from torch_geometric.data import HeteroData
 
-from model import NODE_TYPES, GeoLink, fingerprint
-
-from geolink_store.chips import chip_for_cell, transformer
+from geolink_store.chips import Chip, ChipTally, chip_for_cell, read_chips, transformer
+from geolink_store.constants import WGS84
 from geolink_store.errors import GeolinkError
 from geolink_store.graphs.builder import GraphBuilder
-from geolink_store.sources.mosaic import Chip, ChipTally, ImagerySource, open_imagery, read_chips
-from geolink_store.sources.osm import OSMIndex, read_osm
-from geolink_store.store.store import Store, cells_schema, parent_column, parent_resolutions, patches_schema
 from geolink_store.graphs.text import encoder_name
 from geolink_store.grid import cell_geometries, cell_lonlat, check_resolution, parents, region_cells
-
-WGS84 = CRS.from_epsg(4326)
+from geolink_store.sources.mosaic import ImagerySource, open_imagery
+from geolink_store.sources.osm import OSMIndex, read_osm
+from geolink_store.store.store import Store, cells_schema, parent_column, parent_resolutions, patches_schema
+from model import NODE_TYPES, GeoLink, fingerprint
 
 
 @dataclass(frozen=True)
@@ -459,7 +457,7 @@ def _patch_cells(chip: Chip, fine_res: int, num_patches: int) -> np.ndarray:
     centres = (np.arange(grid) + 0.5) * chip.spec.size / grid
     cols, rows = np.meshgrid(centres, centres)
     xs, ys = chip.spec.transform @ (cols.ravel(), rows.ravel())
-    lon, lat = transformer(chip.spec.crs, WGS84).transform(xs, ys)
+    lon, lat = transformer(chip.spec.crs, CRS.from_user_input(WGS84)).transform(xs, ys)
     return np.array([h3.latlng_to_cell(y, x, fine_res) for x, y in zip(lon, lat, strict=True)], dtype=np.int64)
 
 

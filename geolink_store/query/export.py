@@ -9,8 +9,9 @@ import geopandas as gpd
 import pandas as pd
 
 from geolink_store import grid
+from geolink_store.constants import H3_COLUMN, MODEL_COLUMN, WGS84
 from geolink_store.errors import GeolinkError
-from geolink_store.store.store import H3_COLUMN, MODEL_COLUMN, Store, sql_string
+from geolink_store.store.store import Store, sql_string
 
 
 def export_table(store: Store, table: str, out: str | os.PathLike, *, model_id: str | None = None) -> int:
@@ -33,13 +34,13 @@ def export_table(store: Store, table: str, out: str | os.PathLike, *, model_id: 
     if model_id is not None and rows.num_rows == 0:
         raise GeolinkError(f"table {table!r} has no rows for model {model_id!r}")
     if "geometry" in rows.column_names:
-        geometry = gpd.GeoSeries.from_wkb(rows["geometry"].to_pylist(), crs=grid.WGS84)
+        geometry = gpd.GeoSeries.from_wkb(rows["geometry"].to_pylist(), crs=WGS84)
         rows = rows.drop_columns(["geometry"])
     elif H3_COLUMN in rows.column_names:
-        geometry = gpd.GeoSeries(grid.cell_geometries(rows[H3_COLUMN].to_numpy()), crs=grid.WGS84)
+        geometry = gpd.GeoSeries(grid.cell_geometries(rows[H3_COLUMN].to_numpy()), crs=WGS84)
     else:
         rows.to_pandas().to_parquet(out, index=False)
         return rows.num_rows
     frame: pd.DataFrame = rows.to_pandas()
-    gpd.GeoDataFrame(frame, geometry=geometry, crs=grid.WGS84).to_parquet(out, index=False)
+    gpd.GeoDataFrame(frame, geometry=geometry, crs=WGS84).to_parquet(out, index=False)
     return rows.num_rows

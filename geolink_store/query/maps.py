@@ -10,6 +10,7 @@ import geopandas as gpd
 import pyarrow as pa
 
 from geolink_store import grid
+from geolink_store.constants import WGS84
 
 QUERY_STYLE = {"color": "#d7191c", "weight": 3, "fillOpacity": 0.0}
 
@@ -19,9 +20,9 @@ def results_map(results: gpd.GeoDataFrame, path: str | os.PathLike) -> folium.Ma
     query = gpd.GeoDataFrame(
         {"h3": results.attrs.get("query_cells", [])},
         geometry=grid.cell_geometries(results.attrs.get("query_cells", [])),
-        crs=grid.WGS84,
+        crs=WGS84,
     )
-    everything = gpd.GeoSeries(list(results.geometry) + list(query.geometry), crs=grid.WGS84)
+    everything = gpd.GeoSeries(list(results.geometry) + list(query.geometry), crs=WGS84)
     west, south, east, north = everything.total_bounds
     folium_map = folium.Map(tiles=None)
     folium_map.fit_bounds([[south, west], [north, east]])
@@ -57,7 +58,7 @@ def predictions_map(predictions: pa.Table, path: str | os.PathLike) -> None:
         {"h3_hex": [f"{c:x}" for c in predictions["h3"].to_pylist()], "label": predictions["label"].to_pylist(),
          "score": predictions["score"].to_pylist()},
         geometry=grid.cell_geometries(predictions["h3"].to_pylist()),
-        crs=grid.WGS84,
+        crs=WGS84,
     )
     if str(path).lower().endswith(".png"):
         import matplotlib

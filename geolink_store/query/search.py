@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Literal
 
 import geopandas as gpd
 import h3.api.basic_int as h3
@@ -25,11 +24,10 @@ import pyarrow as pa
 import shapely
 
 from geolink_store import grid
+from geolink_store.constants import H3_COLUMN, MODALITIES, MODEL_COLUMN, WGS84, Modality
 from geolink_store.errors import GeolinkError
-from geolink_store.store.store import H3_COLUMN, METRIC, MODEL_COLUMN, Store, parent_column, sql_string
+from geolink_store.store.store import METRIC, Store, parent_column, sql_string
 
-Modality = Literal["image", "osm", "fused"]
-MODALITIES: tuple[str, ...] = ("image", "osm", "fused")
 RESULT_COLUMNS = [H3_COLUMN, "lon", "lat", "res", MODEL_COLUMN, "geometry", "_distance"]
 EXACT_MAX_ROWS = 20_000
 NPROBES = 10
@@ -71,7 +69,7 @@ def cells_of_features(path: str | os.PathLike, res: int) -> np.ndarray:
         raise GeolinkError(f"cannot read {path}: {error}") from error
     if frame.empty:
         raise GeolinkError(f"{path} holds no features")
-    geometries = frame.to_crs(grid.WGS84).geometry if frame.crs else frame.geometry
+    geometries = frame.to_crs(WGS84).geometry if frame.crs else frame.geometry
     cells: list[int] = []
     for geometry in geometries:
         if geometry is None or geometry.is_empty:
@@ -252,9 +250,9 @@ def nearest(
 
 def _to_frame(found: pa.Table, query_cells: np.ndarray) -> gpd.GeoDataFrame:
     found = found.sort_by("_distance")
-    geometry = gpd.GeoSeries.from_wkb(found["geometry"].to_pylist(), crs=grid.WGS84)
+    geometry = gpd.GeoSeries.from_wkb(found["geometry"].to_pylist(), crs=WGS84)
     frame = found.drop_columns(["geometry"]).rename_columns({"_distance": "distance"}).to_pandas()
     frame.insert(1, "h3_hex", [h3.int_to_str(int(cell)) for cell in frame[H3_COLUMN]])
-    result = gpd.GeoDataFrame(frame, geometry=geometry, crs=grid.WGS84)
+    result = gpd.GeoDataFrame(frame, geometry=geometry, crs=WGS84)
     result.attrs["query_cells"] = [int(cell) for cell in query_cells]
     return result

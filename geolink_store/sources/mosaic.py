@@ -5,15 +5,14 @@ Example::
     source = open_imagery(["scene.tif", "tiles/"])     # priority order; a folder is a slippy-map tile set
     cells = source.covered_cells(region_cells(region, 12))
     crs = source.chip_crs(*cell_lonlat(cells[:1]))
-    chip = source.read(chip_for_cell(cells[0], crs))    # Chip | None
+    chip = source.read(chip_for_cell(cells[0], crs))    # geolink_store.chips.Chip | None
     chip.image.shape, chip.valid_fraction               # (3, 224, 224), 0.97
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -22,60 +21,16 @@ import numpy as np
 import shapely
 from pyproj import CRS
 
-from geolink_store.chips import ChipSpec, chip_for_cell, local_utm
+from geolink_store.chips import Chip, ChipSpec, local_utm
+from geolink_store.constants import IMAGENET_MEAN, IMAGENET_STD
 from geolink_store.errors import GeolinkError
+from geolink_store.grid import cell_geometries
 from geolink_store.sources.raster import RasterSource, ResamplingName
 from geolink_store.sources.xyz import open_tile_folder
-from geolink_store.grid import cell_geometries
 
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 WEB_MERCATOR_EPSG = (3857, 3395, 900913)  # projected, but not a true-scale local frame: chips use UTM instead
 
 MosaicMode = Literal["fill", "first"]
-
-
-@dataclass(frozen=True)
-class Chip:
-    """The imagery of one cell on its chip grid.
-
-    Attributes:
-        spec: the chip grid (cell, CRS, bounds, size).
-        image: float32 ``(3, size, size)``, RGB normalised with the ImageNet mean and std; invalid pixels
-            are 0 (the mean colour).
-        valid: bool ``(size, size)``, where some source held data.
-        source: the names of the sources that filled the chip, joined by ``+``.
-    """
-
-    spec: ChipSpec
-    image: np.ndarray
-    valid: np.ndarray
-    source: str
-
-    @property
-    def cell(self) -> int:
-        """The chip's H3 cell (int64 form)."""
-        return self.spec.cell
-
-    @property
-    def valid_fraction(self) -> float:
-        """Share of the chip's pixels that hold imagery, in [0, 1]."""
-        return float(self.valid.mean())
-
-    def rgb(self) -> np.ndarray:
-        """The chip as a displayable uint8 ``(size, size, 3)`` image (normalisation undone)."""
-        rgb = self.image * IMAGENET_STD[:, None, None] + IMAGENET_MEAN[:, None, None]
-        return np.round(np.clip(rgb, 0.0, 1.0) * 255).astype(np.uint8).transpose(1, 2, 0)
-
-
-@dataclass
-class ChipTally:
-    """Counts of what :func:`read_chips` did with each cell."""
-
-    read: int = 0
-    no_imagery: int = 0
-    too_sparse: int = 0
-    skipped_cells: list[int] = field(default_factory=list)
 
 
 class ImagerySource:
@@ -195,30 +150,6 @@ def open_imagery(
         else:
             raise GeolinkError(f"imagery path {path} does not exist")
     return ImagerySource(sources, mosaic=mosaic)
-
-
-def read_chips(
-    source: ImagerySource,
-    cells: Iterable[int],
-    crs: CRS,
-    *,
-    min_valid: float = 0.0,
-    tally: ChipTally | None = None,
-) -> Iterator[Chip]:
-    """Read the chip of each cell in ``crs``, skipping cells without imagery or with ``valid_fraction`` below
-    ``min_valid``; pass a :class:`ChipTally` to count (and list) the skipped cells."""
-    tally = tally if tally is not None else ChipTally()
-    for cell in cells:
-        chip = source.read(chip_for_cell(int(cell), crs))
-        if chip is None or chip.valid_fraction < min_valid:
-            if chip is None:
-                tally.no_imagery += 1
-            else:
-                tally.too_sparse += 1
-            tally.skipped_cells.append(int(cell))
-            continue
-        tally.read += 1
-        yield chip
 
 
 def _rounded(bounds: Sequence[float]) -> str:

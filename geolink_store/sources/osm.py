@@ -25,12 +25,12 @@ import pandas as pd
 import shapely
 from pyproj import CRS
 
+from geolink_store.constants import VECTOR_SUFFIXES, WGS84
 from geolink_store.errors import GeolinkError
 from geolink_store.graphs.text import normalise_tags
 
 log = logging.getLogger(__name__)
 
-WGS84 = "EPSG:4326"
 BBox = tuple[float, float, float, float]
 """(west, south, east, north) in some CRS."""
 
@@ -42,7 +42,6 @@ FEATURE_KEYS: tuple[str, ...] = (
 """OSM primary feature keys read from a PBF (buildings, roads, rails, land use, nature, water, POIs...). ``boundary``
 and ``route`` are left out: their relations span whole regions and would sit in every chip."""
 
-VECTOR_SUFFIXES = (".geojson", ".json", ".gpkg", ".parquet", ".geoparquet", ".shp", ".fgb")
 EXAMPLE_GEOMETRY_KINDS = ("polygon", "line", "point")
 _NOT_TAGS = frozenset(
     {"id", "osm_id", "osm_type", "fid", "lon", "lat", "tags", "visible", "version", "timestamp", "changeset",

@@ -23,12 +23,11 @@ from rasterio.enums import ColorInterp
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
 from geolink_store.chips import transformer
+from geolink_store.constants import TILE_SUFFIXES, WEB_MERCATOR, WGS84
 from geolink_store.errors import GeolinkError
 from geolink_store.sources.raster import RasterSource
 
-WEB_MERCATOR = "EPSG:3857"
 HALF_WORLD = math.pi * 6378137.0  # metres from the Web Mercator origin to the edge of the map
-TILE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 _OAM_NAME = re.compile(r"^OAM-(\d+)-(\d+)-(\d+)$")
 
 
@@ -70,7 +69,7 @@ def open_tile_folder(folder: str | os.PathLike, **options: object) -> RasterSour
     """A tile folder as a :class:`RasterSource` over a VRT of its finest zoom (``options`` pass through)."""
     tiles = find_tiles(folder)
     boxes = shapely.box(*np.array([tile_bounds(t.x, t.y, t.z) for t in tiles]).T)
-    to_wgs84 = transformer(CRS.from_user_input(WEB_MERCATOR), CRS.from_epsg(4326))
+    to_wgs84 = transformer(CRS.from_user_input(WEB_MERCATOR), CRS.from_user_input(WGS84))
     footprint = shapely.transform(
         shapely.union_all(boxes), lambda xy: np.column_stack(to_wgs84.transform(xy[:, 0], xy[:, 1]))
     )

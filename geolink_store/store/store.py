@@ -31,10 +31,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
+from geolink_store.constants import H3_COLUMN, MODEL_COLUMN
 from geolink_store.errors import GeolinkError
 
-H3_COLUMN = "h3"
-MODEL_COLUMN = "model_id"
 SCALAR_INDEXES = ((H3_COLUMN, "BTREE"), (MODEL_COLUMN, "BITMAP"))
 TABLE_KEYS: dict[str, tuple[str, ...]] = {
     "cells": (H3_COLUMN, MODEL_COLUMN),

@@ -29,11 +29,10 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import torch
 
-from model import GeoLink
-
+from geolink_store.chips import ChipTally
+from geolink_store.constants import MODEL_COLUMN
 from geolink_store.errors import GeolinkError
 from geolink_store.graphs.builder import GraphBuilder
-from geolink_store.sources.mosaic import ChipTally
 from geolink_store.ingest.plan import (
     ImageBatch,
     IngestPlan,
@@ -47,7 +46,8 @@ from geolink_store.ingest.plan import (
     partition_osm,
     partition_work,
 )
-from geolink_store.store.store import MODEL_COLUMN, Store, cells_schema, file_system, patches_schema, sql_string
+from geolink_store.store.store import Store, cells_schema, file_system, patches_schema, sql_string
+from model import GeoLink
 
 TABLES = ("patches", "cells")
 """Commit order: a cell is never visible without its patches."""
