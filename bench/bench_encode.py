@@ -41,12 +41,30 @@ def main() -> None:
         rows.append(("timm ViT forward_features (baseline)", "fp32", base))
         for dtype in (torch.float32, torch.bfloat16):
             name = "fp32" if dtype == torch.float32 else "bf16"
-            rows.append(("GeoLink.encode image only", name,
-                         _throughput(lambda dtype=dtype: model.encode(images, dtype=dtype), args.batch, args.repeats)))
-            rows.append(("GeoLink.encode image + OSM (fused)", name,
-                         _throughput(lambda dtype=dtype: model.encode(images, graphs, dtype=dtype), args.batch, args.repeats)))
-    print(f"machine: {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
-          f"model {model.config.architecture}, batch {args.batch}")
+            rows.append(
+                (
+                    "GeoLink.encode image only",
+                    name,
+                    _throughput(
+                        lambda dtype=dtype: model.encode(images, dtype=dtype), args.batch, args.repeats
+                    ),
+                )
+            )
+            rows.append(
+                (
+                    "GeoLink.encode image + OSM (fused)",
+                    name,
+                    _throughput(
+                        lambda dtype=dtype: model.encode(images, graphs, dtype=dtype),
+                        args.batch,
+                        args.repeats,
+                    ),
+                )
+            )
+    print(
+        f"machine: {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
+        f"model {model.config.architecture}, batch {args.batch}"
+    )
     print(f"{'path':<40} {'dtype':<5} {'img/s':>8} {'vs baseline':>11}")
     for path, dtype, rate in rows:
         print(f"{path:<40} {dtype:<5} {rate:8.1f} {rate / base:10.2f}x")
@@ -62,8 +80,12 @@ def _sample_graph(width: int, seed: int):
     for edge in graph.edge_types:
         src, _, dst = edge
         n_src, n_dst = graph[src].num_nodes, graph[dst].num_nodes
-        graph[edge].edge_index = torch.stack([torch.randint(n_src, (3 * n_src,), generator=generator),
-                                              torch.randint(n_dst, (3 * n_src,), generator=generator)])
+        graph[edge].edge_index = torch.stack(
+            [
+                torch.randint(n_src, (3 * n_src,), generator=generator),
+                torch.randint(n_dst, (3 * n_src,), generator=generator),
+            ]
+        )
     return graph
 
 

@@ -31,10 +31,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cells = h3_grid(args.rows, res=9)
         store = Store.create_or_open(Path(tmp) / "db")
-        store.register_model("test-model", name="synthetic", architecture="none", config={}, text_encoder="none")
+        store.register_model(
+            "test-model", name="synthetic", architecture="none", config={}, text_encoder="none"
+        )
         store.upsert("cells", cells_table(cells, args.dim), index=False)
         # labels follow the vectors' cluster structure (res-7 parents), 4 classes
-        cluster = (parents(cells, 7) * 2654435761 % (2**31)) % 48  # the cluster of each vector (synthetic_store)
+        cluster = (
+            parents(cells, 7) * 2654435761 % (2**31)
+        ) % 48  # the cluster of each vector (synthetic_store)
         labels = pd.DataFrame({"h3": [f"{c:x}" for c in cells], "label": (cluster // 12).astype(str)})
         labels.to_csv(Path(tmp) / "labels.csv", index=False)
 
@@ -45,9 +49,11 @@ def main() -> None:
             start = time.perf_counter()
             trained = train_from_store(store, Path(tmp) / "labels.csv", "label", modality="fused", kind=kind)
             seconds = time.perf_counter() - start
-            print(f"{kind:<6} {args.rows} vectors x {args.dim}: {seconds:5.2f} s end to end "
-                  f"({seconds / read_only:4.1f}x the read-only baseline of {read_only:.2f} s), "
-                  f"test macro-F1 {trained.metrics['macro_f1']:.3f}, majority {trained.metrics['majority_baseline']['macro_f1']:.3f}")
+            print(
+                f"{kind:<6} {args.rows} vectors x {args.dim}: {seconds:5.2f} s end to end "
+                f"({seconds / read_only:4.1f}x the read-only baseline of {read_only:.2f} s), "
+                f"test macro-F1 {trained.metrics['macro_f1']:.3f}, majority {trained.metrics['majority_baseline']['macro_f1']:.3f}"
+            )
 
 
 if __name__ == "__main__":

@@ -22,20 +22,34 @@ def main() -> None:
     sample = kampala_sample()
     model = GeoLink.default()
     with tempfile.TemporaryDirectory() as tmp:
-        ingest(f"{tmp}/warm", sample.region, [str(sample.imagery)], str(sample.osm), model=model,
-               settings=IngestSettings(res=sample.res, fine_res=sample.fine_res))  # warm the tag cache and imports
+        ingest(
+            f"{tmp}/warm",
+            sample.region,
+            [str(sample.imagery)],
+            str(sample.osm),
+            model=model,
+            settings=IngestSettings(res=sample.res, fine_res=sample.fine_res),
+        )  # warm the tag cache and imports
         start = time.perf_counter()
-        report = ingest(f"{tmp}/db", sample.region, [str(sample.imagery)], str(sample.osm), model=model,
-                        settings=IngestSettings(res=sample.res, fine_res=sample.fine_res))
+        report = ingest(
+            f"{tmp}/db",
+            sample.region,
+            [str(sample.imagery)],
+            str(sample.osm),
+            model=model,
+            settings=IngestSettings(res=sample.res, fine_res=sample.fine_res),
+        )
         seconds = time.perf_counter() - start
     images = torch.randn(report.cells_encoded, 3, 224, 224)
     start = time.perf_counter()
     for i in range(0, len(images), 16):
         model.encode(images[i : i + 16])
     encode_only = time.perf_counter() - start
-    print(f"ingest: {report.cells_encoded} cells + {report.patches_written} patch rows in {seconds:.2f} s = "
-          f"{report.cells_encoded / seconds:.1f} cells/s; encode alone {report.cells_encoded / encode_only:.1f} "
-          f"cells/s (ingest takes {seconds / encode_only:.1f}x the encode time)")
+    print(
+        f"ingest: {report.cells_encoded} cells + {report.patches_written} patch rows in {seconds:.2f} s = "
+        f"{report.cells_encoded / seconds:.1f} cells/s; encode alone {report.cells_encoded / encode_only:.1f} "
+        f"cells/s (ingest takes {seconds / encode_only:.1f}x the encode time)"
+    )
 
 
 if __name__ == "__main__":

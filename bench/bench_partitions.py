@@ -36,8 +36,10 @@ def main() -> None:
     for partition in partitions[:BASELINE_SAMPLE]:
         assert np.array_equal(partition.cells[np.isin(partition.cells, covered)], partition.imaged)
     per_partition = (time.perf_counter() - start) / BASELINE_SAMPLE * len(partitions)
-    print(f"{cells.size:,} cells in {len(partitions):,} partitions: {grouped:.2f} s; baseline (membership per "
-          f"partition) {per_partition:.0f} s = {per_partition / grouped:.0f}x slower")
+    print(
+        f"{cells.size:,} cells in {len(partitions):,} partitions: {grouped:.2f} s; baseline (membership per "
+        f"partition) {per_partition:.0f} s = {per_partition / grouped:.0f}x slower"
+    )
 
 
 if __name__ == "__main__":

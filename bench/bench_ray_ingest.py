@@ -40,10 +40,15 @@ def main() -> None:
     inputs = (sample.region, [str(sample.imagery)], str(sample.osm))
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     runs = {
-        "local engine (1 process, 2 torch threads)": lambda db: ingest(db, *inputs, model=model, settings=settings),
-        **{f"ray, {n} worker{'s' if n > 1 else ''} x 1 core":
-           lambda db, n=n: ingest(db, *inputs, model=model, settings=settings, engine=RayEngine(workers=n))
-           for n in (1, 2)},
+        "local engine (1 process, 2 torch threads)": lambda db: ingest(
+            db, *inputs, model=model, settings=settings
+        ),
+        **{
+            f"ray, {n} worker{'s' if n > 1 else ''} x 1 core": lambda db, n=n: ingest(
+                db, *inputs, model=model, settings=settings, engine=RayEngine(workers=n)
+            )
+            for n in (1, 2)
+        },
     }
     with tempfile.TemporaryDirectory() as tmp:
         ingest(f"{tmp}/warm", *inputs, model=model, settings=settings)  # fills the on-disk tag cache
@@ -62,7 +67,9 @@ def main() -> None:
     one = best["ray, 1 worker x 1 core"]
     print(f"{cells} cells at res {args.res} (+ {report.patches_written} patch rows), best of {args.repeats}:")
     for name, seconds in best.items():
-        print(f"  {name:45s} {seconds:6.1f} s  {cells / seconds:5.1f} cells/s  speed-up vs 1 worker {one / seconds:.2f}x")
+        print(
+            f"  {name:45s} {seconds:6.1f} s  {cells / seconds:5.1f} cells/s  speed-up vs 1 worker {one / seconds:.2f}x"
+        )
 
 
 if __name__ == "__main__":

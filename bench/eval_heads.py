@@ -32,19 +32,30 @@ IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
 def presence(name: str, imagery: Path, buildings: Path, res: int, work: Path) -> None:
     west, south, east, north = open_imagery(imagery).footprint.bounds
     db = work / name
-    ingest(str(db), f"{west},{south},{east},{north}", [str(imagery)], str(buildings),
-           settings=IngestSettings(res=res, min_valid=0.9))
+    ingest(
+        str(db),
+        f"{west},{south},{east},{north}",
+        [str(imagery)],
+        str(buildings),
+        settings=IngestSettings(res=res, min_valid=0.9),
+    )
     store = Store.open(db)
     cells = np.array(store.table("cells").to_arrow()["h3"].to_pylist())
     share = coverage_share(cells, gpd.read_file(buildings))
     labels = work / f"{name}.csv"
-    pd.DataFrame({"h3": [f"{c:x}" for c in cells], "label": np.where(share >= 0.25, "built", "open")}).to_csv(labels, index=False)
-    print(f"\n{name}: {len(cells)} res-{res} cells, {(share >= 0.25).mean():.0%} built; linear head, spatial split")
+    pd.DataFrame({"h3": [f"{c:x}" for c in cells], "label": np.where(share >= 0.25, "built", "open")}).to_csv(
+        labels, index=False
+    )
+    print(
+        f"\n{name}: {len(cells)} res-{res} cells, {(share >= 0.25).mean():.0%} built; linear head, spatial split"
+    )
     print(f"{'modality':<8} {'accuracy':>8} {'macro-F1':>8} {'baseline':>8} {'train':>5} {'test':>5}")
     for modality in ("image", "osm", "fused", "concat"):
         m = train_from_store(store, labels, "label", modality=modality, split="spatial").metrics
-        print(f"{modality:<8} {m['accuracy']:8.3f} {m['macro_f1']:8.3f} {m['majority_baseline']['macro_f1']:8.3f} "
-              f"{m['train']:5d} {m['test']:5d}")
+        print(
+            f"{modality:<8} {m['accuracy']:8.3f} {m['macro_f1']:8.3f} {m['majority_baseline']['macro_f1']:8.3f} "
+            f"{m['train']:5d} {m['test']:5d}"
+        )
 
 
 def ufz_segmentation(folder: Path) -> None:
@@ -53,7 +64,9 @@ def ufz_segmentation(folder: Path) -> None:
     names = sorted(p.stem for p in (folder / "img").glob("*.png"))
     tokens, targets, tiles = [], [], []
     for i, name in enumerate(names):
-        pixels = torch.from_numpy(np.asarray(Image.open(folder / "img" / f"{name}.png").convert("RGB"))).permute(2, 0, 1)
+        pixels = torch.from_numpy(
+            np.asarray(Image.open(folder / "img" / f"{name}.png").convert("RGB"))
+        ).permute(2, 0, 1)
         image = ((pixels.float() / 255 - IMAGENET_MEAN) / IMAGENET_STD)[None]
         tokens.append(model.encode(image).image_tokens[0].numpy())
         label = np.asarray(Image.open(folder / "label" / f"{name}.png")).astype(np.int64)
@@ -63,16 +76,27 @@ def ufz_segmentation(folder: Path) -> None:
     x, y, tile = np.concatenate(tokens), np.concatenate(targets), np.concatenate(tiles)
     classes = sorted(set(y.tolist()))
     y_index = np.searchsorted(classes, y)
-    names_of = ["water", "green", "farmland", "undeveloped", "residential", "commercial", "institution", "industrial",
-                "transport"]
+    names_of = [
+        "water",
+        "green",
+        "farmland",
+        "undeveloped",
+        "residential",
+        "commercial",
+        "institution",
+        "industrial",
+        "transport",
+    ]
     test = tile >= 4  # the last two tiles (by name) are held out
     head = train_head(x[~test], y_index[~test], [names_of[c] for c in classes])
     predicted, _ = head.predict(x[test])
     m = classification_metrics(y_index[test], predicted, [names_of[c] for c in classes])
-    print(f"\nUFZ smoke test (6 tiles, 4 train / 2 test, 196 patches each, image tokens of the default model): "
-          f"patch accuracy {m['accuracy']:.3f}, macro-F1 {m['macro_f1']:.3f}, mIoU {m['miou']:.3f}; "
-          f"majority baseline accuracy {m['majority_baseline']['accuracy']:.3f}, "
-          f"macro-F1 {m['majority_baseline']['macro_f1']:.3f}")
+    print(
+        f"\nUFZ smoke test (6 tiles, 4 train / 2 test, 196 patches each, image tokens of the default model): "
+        f"patch accuracy {m['accuracy']:.3f}, macro-F1 {m['macro_f1']:.3f}, mIoU {m['miou']:.3f}; "
+        f"majority baseline accuracy {m['majority_baseline']['accuracy']:.3f}, "
+        f"macro-F1 {m['majority_baseline']['macro_f1']:.3f}"
+    )
 
 
 def main() -> None:
@@ -81,9 +105,16 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        presence("kampala", args.shared / "kampala_oam", args.shared / "kampala_oam" / "labels.geojson", 13, work)
-        presence("atlanta", args.shared / "atlanta_spacenet" / "sample_geotiff.tif",
-                 args.shared / "atlanta_spacenet" / "geotiff_labels.geojson", 12, work)
+        presence(
+            "kampala", args.shared / "kampala_oam", args.shared / "kampala_oam" / "labels.geojson", 13, work
+        )
+        presence(
+            "atlanta",
+            args.shared / "atlanta_spacenet" / "sample_geotiff.tif",
+            args.shared / "atlanta_spacenet" / "geotiff_labels.geojson",
+            12,
+            work,
+        )
     ufz_segmentation(args.shared / "geolink_example" / "ufz_example")
 
 

@@ -152,7 +152,8 @@ def read_chips(
     tally: ChipTally | None = None,
 ) -> Iterator[Chip]:
     """Read the chip of each cell in ``crs``, skipping cells without imagery or with ``valid_fraction`` below
-    ``min_valid``; pass a :class:`ChipTally` to count (and list) the skipped cells."""
+    ``min_valid``; pass a :class:`ChipTally` to count (and list) the skipped cells.
+    """
     tally = tally if tally is not None else ChipTally()
     for cell in cells:
         chip = source.read(chip_for_cell(int(cell), crs))

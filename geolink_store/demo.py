@@ -37,28 +37,45 @@ def run_demo(out: Path, progress: Callable[[int], Callable[[int], None]]) -> Non
     sample = kampala_sample()
     out.mkdir(parents=True, exist_ok=True)
     db = out / "store"
-    click.echo(f"1. ingest: Kampala sample ({sample.imagery.name}/, {sample.osm.name}) at H3 res {sample.res}", err=True)
-    report = ingest(str(db), sample.region, [str(sample.imagery)], str(sample.osm),
-                    settings=IngestSettings(res=sample.res, fine_res=sample.fine_res), progress=progress)
+    click.echo(
+        f"1. ingest: Kampala sample ({sample.imagery.name}/, {sample.osm.name}) at H3 res {sample.res}",
+        err=True,
+    )
+    report = ingest(
+        str(db),
+        sample.region,
+        [str(sample.imagery)],
+        str(sample.osm),
+        settings=IngestSettings(res=sample.res, fine_res=sample.fine_res),
+        progress=progress,
+    )
     store = Store.open(db)
     cells = store.table("cells").to_arrow().to_pandas()
-    click.echo(f"   {len(cells)} cells in {db} ({report.cells_encoded} encoded now, "
-               f"{report.cells_already_stored} already stored), {store.table('patches').count_rows()} patch rows")
+    click.echo(
+        f"   {len(cells)} cells in {db} ({report.cells_encoded} encoded now, "
+        f"{report.cells_already_stored} already stored), {store.table('patches').count_rows()} patch rows"
+    )
 
     query = int(cells.loc[cells["n_polygon"].idxmax(), "h3"])
     results = search(store, cells=query, modality="fused", k=5)
-    click.echo(f"\n2. search: the 5 cells most like {results.attrs['query_cells'][0]:x} (the most built-up cell), "
-               "by fused image+OSM vectors")
+    click.echo(
+        f"\n2. search: the 5 cells most like {results.attrs['query_cells'][0]:x} (the most built-up cell), "
+        "by fused image+OSM vectors"
+    )
     click.echo(results[["h3_hex", "distance", "lon", "lat"]].to_string(index=False))
     results_map(results, out / "search_map.html")
 
-    click.echo("\n3. SQL (DuckDB): cells per res-10 parent, building parts, mean similarity to the query cell")
+    click.echo(
+        "\n3. SQL (DuckDB): cells per res-10 parent, building parts, mean similarity to the query cell"
+    )
     click.echo(run_sql(db, ROLLUP_SQL.format(query=query)).to_pandas().to_string(index=False))
 
     png = out / "similarity_map.png"
     draw_similarity(cells, query, sample, png)
     click.echo(f"\nmaps: {out / 'search_map.html'} (interactive), {png}")
-    click.echo(f"data: {sample.attribution.read_text().splitlines()[0].lstrip('# ')} (see {sample.attribution})")
+    click.echo(
+        f"data: {sample.attribution.read_text().splitlines()[0].lstrip('# ')} (see {sample.attribution})"
+    )
 
 
 def draw_similarity(cells, query: int, sample, path: Path) -> None:
@@ -76,8 +93,14 @@ def draw_similarity(cells, query: int, sample, path: Path) -> None:
     buildings.boundary.plot(ax=axes[0], color="#ffdd00", linewidth=0.8)
     hexagons.boundary.plot(ax=axes[0], color="white", linewidth=0.4)
     axes[0].set_title("imagery, OSM buildings (yellow), H3 res-12 cells")
-    hexagons.plot(ax=axes[1], column="similarity", cmap="viridis", alpha=0.75, legend=True,
-                  legend_kwds={"label": "cosine similarity (fused) to the query cell", "shrink": 0.8})
+    hexagons.plot(
+        ax=axes[1],
+        column="similarity",
+        cmap="viridis",
+        alpha=0.75,
+        legend=True,
+        legend_kwds={"label": "cosine similarity (fused) to the query cell", "shrink": 0.8},
+    )
     gpd.GeoSeries(cell_geometries([query]), crs=WGS84).boundary.plot(ax=axes[1], color="red", linewidth=2)
     axes[1].set_title("similarity to the query cell (red)")
     for ax in axes:
@@ -86,8 +109,11 @@ def draw_similarity(cells, query: int, sample, path: Path) -> None:
         ax.set_aspect(1 / np.cos(np.radians((south + north) / 2)))
         ax.tick_params(labelsize=7)
         ax.ticklabel_format(useOffset=False)
-    figure.suptitle("geolink demo: Kampala sample. Imagery OpenAerialMap (CC-BY-4.0); buildings (c) OpenStreetMap "
-                    "contributors (ODbL)", fontsize=9)
+    figure.suptitle(
+        "geolink demo: Kampala sample. Imagery OpenAerialMap (CC-BY-4.0); buildings (c) OpenStreetMap "
+        "contributors (ODbL)",
+        fontsize=9,
+    )
     figure.savefig(path, dpi=110)
     plt.close(figure)
 

@@ -108,7 +108,10 @@ def _check_cell_count(geometry: shapely.Geometry, res: int) -> None:
     """Refuse, before covering it, a region that would hold more than :data:`MAX_REGION_CELLS` cells."""
     to_equal_area = Transformer.from_crs(WGS84, EQUAL_AREA, always_xy=True)
     dense = shapely.segmentize(geometry, 1.0)  # degrees: edges follow the projection
-    area_km2 = shapely.area(shapely.transform(dense, lambda xy: np.column_stack(to_equal_area.transform(*xy.T)))) / 1e6
+    area_km2 = (
+        shapely.area(shapely.transform(dense, lambda xy: np.column_stack(to_equal_area.transform(*xy.T))))
+        / 1e6
+    )
     estimate = area_km2 / h3.average_hexagon_area(res, unit="km^2")
     if estimate > MAX_REGION_CELLS:
         raise GeolinkError(
@@ -140,7 +143,8 @@ def parents(cells: Iterable[int], res: int) -> np.ndarray:
 
 def children(cells: Iterable[int], fine_res: int) -> np.ndarray:
     """Every child of the cells at the finer (or equal) resolution ``fine_res``, grouped by parent in the
-    order given, as ``int64``; ``parents(children(cells, f), r)`` maps them back."""
+    order given, as ``int64``; ``parents(children(cells, f), r)`` maps them back.
+    """
     fine_res = check_resolution(fine_res, "fine resolution")
     cells = np.asarray(list(cells), dtype=np.int64)
     _check_not_finer(cells, fine_res, "fine resolution", coarser=False)

@@ -83,7 +83,8 @@ def fingerprint(model: GeoLink) -> str:
 def default_model() -> GeoLink:
     """The bundled default model: GeoLink with a ViT-Ti/16 image encoder and 384-d MiniLM tag features, pretrained
     on the real image + OSM pairs of the project's sample data (weights/MODEL_CARD.md). The caller's RNG state is
-    left untouched."""
+    left untouched.
+    """
     with torch.random.fork_rng(devices=[]):
         return load_checkpoint(DEFAULT_WEIGHTS)
 
@@ -114,9 +115,13 @@ def _load_official(path: Path, map_location: str | torch.device) -> GeoLink:
             raise CheckpointError(
                 f"{path}: refused: loading it would unpickle code or objects other than tensors ({found.group(1)})"
             ) from None
-        raise CheckpointError(f"{path}: not a readable torch checkpoint (damaged or not a checkpoint)") from None
+        raise CheckpointError(
+            f"{path}: not a readable torch checkpoint (damaged or not a checkpoint)"
+        ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as error:
-        raise CheckpointError(f"{path}: not a readable torch checkpoint ({str(error).splitlines()[0]})") from None
+        raise CheckpointError(
+            f"{path}: not a readable torch checkpoint ({str(error).splitlines()[0]})"
+        ) from None
     if not isinstance(payload, dict) or not isinstance(payload.get("model_state_dict"), dict):
         found = sorted(payload)[:8] if isinstance(payload, dict) else type(payload).__name__
         raise CheckpointError(
@@ -128,11 +133,17 @@ def _load_official(path: Path, map_location: str | torch.device) -> GeoLink:
     timm_kwargs = {k: v for k, v in model_config.items() if k not in _TIMM_LAYOUT_KEYS}
 
     if any(k.startswith("osm_encoder.") for k in state):
-        in_chans = next(v.shape[1] for k, v in state.items() if k.startswith("osm_encoder.") and k.endswith("lin.weight"))
-        config = GeoLinkConfig(architecture=model_config["architecture"], timm_kwargs=timm_kwargs, osm_in_chans=in_chans)
+        in_chans = next(
+            v.shape[1] for k, v in state.items() if k.startswith("osm_encoder.") and k.endswith("lin.weight")
+        )
+        config = GeoLinkConfig(
+            architecture=model_config["architecture"], timm_kwargs=timm_kwargs, osm_in_chans=in_chans
+        )
         return _fill(_build(config, path), state, path)
     if "pos_embed" in state and "patch_embed.proj.weight" in state:
-        config = GeoLinkConfig(architecture=model_config["architecture"], timm_kwargs=timm_kwargs, multimodal=False)
+        config = GeoLinkConfig(
+            architecture=model_config["architecture"], timm_kwargs=timm_kwargs, multimodal=False
+        )
         model = _build(config, path)
         own = {"cls_token": state.get("cls_token"), "img_pos_embed": state["pos_embed"]}
         own |= {f"img_norm.{k[5:]}": v for k, v in state.items() if k.startswith("norm.")}
@@ -146,7 +157,9 @@ def _build(config: GeoLinkConfig, path: Path) -> GeoLink:
     try:
         return GeoLink(config)
     except (RuntimeError, TypeError, ValueError) as error:
-        raise CheckpointError(f"{path}: cannot build {config.architecture} ({str(error).splitlines()[0]})") from None
+        raise CheckpointError(
+            f"{path}: cannot build {config.architecture} ({str(error).splitlines()[0]})"
+        ) from None
 
 
 def _fill(model: GeoLink, state: dict[str, torch.Tensor], path: Path) -> GeoLink:

@@ -22,9 +22,13 @@ class TwoWayFusionBlock(nn.Module):
         super().__init__()
         self.self_attn = nn.MultiheadAttention(dim, num_heads, dropout=dropout, batch_first=True)
         self.norm1 = nn.LayerNorm(dim)
-        self.cross_attn_token_to_image = nn.MultiheadAttention(dim, num_heads, dropout=dropout, batch_first=True)
+        self.cross_attn_token_to_image = nn.MultiheadAttention(
+            dim, num_heads, dropout=dropout, batch_first=True
+        )
         self.norm2 = nn.LayerNorm(dim)
-        self.cross_attn_image_to_token = nn.MultiheadAttention(dim, num_heads, dropout=dropout, batch_first=True)
+        self.cross_attn_image_to_token = nn.MultiheadAttention(
+            dim, num_heads, dropout=dropout, batch_first=True
+        )
         self.norm3 = nn.LayerNorm(dim)
         self.mlp = nn.Linear(dim, dim)
         self.norm4 = nn.LayerNorm(dim)
@@ -45,7 +49,9 @@ class TwoWayFusionBlock(nn.Module):
             padding[empty, 0] = False
 
         osm_q = osm + osm_pe
-        osm = self.norm1(osm + self.self_attn(osm_q, osm_q, osm, key_padding_mask=padding, need_weights=False)[0])
+        osm = self.norm1(
+            osm + self.self_attn(osm_q, osm_q, osm, key_padding_mask=padding, need_weights=False)[0]
+        )
 
         osm_k = osm + osm_pe
         from_osm = self.cross_attn_token_to_image(
@@ -56,6 +62,8 @@ class TwoWayFusionBlock(nn.Module):
         img = self.norm2(img + from_osm)
 
         img_k = img + img_pe
-        osm = self.norm3(osm + self.cross_attn_image_to_token(osm + osm_pe, img_k, img, need_weights=False)[0])
+        osm = self.norm3(
+            osm + self.cross_attn_image_to_token(osm + osm_pe, img_k, img, need_weights=False)[0]
+        )
         osm = self.norm4(self.mlp(osm))
         return img, osm

@@ -102,16 +102,26 @@ class GeoLink(nn.Module):
         self.img_decoder_norm = nn.LayerNorm(c.decoder_dim)
         self.img_decoder_pred = nn.Linear(c.decoder_dim, patch * patch * 3)
 
-        self.osm_read_out = nn.ModuleDict({t: pyg_nn.Set2Set(c.osm_embed_dim, processing_steps=5) for t in NODE_TYPES})
-        self.osm_aggr_mlp = nn.ModuleDict({t: nn.Linear(2 * c.osm_embed_dim, c.region_dim) for t in NODE_TYPES})
+        self.osm_read_out = nn.ModuleDict(
+            {t: pyg_nn.Set2Set(c.osm_embed_dim, processing_steps=5) for t in NODE_TYPES}
+        )
+        self.osm_aggr_mlp = nn.ModuleDict(
+            {t: nn.Linear(2 * c.osm_embed_dim, c.region_dim) for t in NODE_TYPES}
+        )
         self.type_attention = nn.Linear(c.region_dim, 1)
         self.osm_graph_consistency_prj = nn.Linear(c.region_dim, c.contrast_dim)
         self.img_consistency_prj = nn.Linear(dim, c.contrast_dim)
 
-        self.fusion_img_pos_embed = nn.Parameter(grid_sincos(c.fusion_dim, self.grid_size), requires_grad=False)
+        self.fusion_img_pos_embed = nn.Parameter(
+            grid_sincos(c.fusion_dim, self.grid_size), requires_grad=False
+        )
         self.img_fusion_mlp = nn.Linear(dim, c.fusion_dim)
-        self.osm_node_fusion_mlp = nn.ModuleDict({t: nn.Linear(c.osm_embed_dim, c.fusion_dim) for t in NODE_TYPES})
-        self.osm_mask_token = nn.ParameterDict({t: nn.Parameter(torch.zeros(1, c.osm_in_chans)) for t in NODE_TYPES})
+        self.osm_node_fusion_mlp = nn.ModuleDict(
+            {t: nn.Linear(c.osm_embed_dim, c.fusion_dim) for t in NODE_TYPES}
+        )
+        self.osm_mask_token = nn.ParameterDict(
+            {t: nn.Parameter(torch.zeros(1, c.osm_in_chans)) for t in NODE_TYPES}
+        )
         self.osm_cross_modal_encoder = nn.ModuleList(
             TwoWayFusionBlock(c.fusion_dim, c.fusion_heads, c.fusion_dropout) for _ in range(c.fusion_depth)
         )
@@ -132,7 +142,8 @@ class GeoLink(nn.Module):
 
     def _freeze_unused(self) -> None:
         """Parameters kept only for checkpoint compatibility take no gradient (timm's own class token, positions
-        and norm, which GeoLink replaces; the type attention when the official plain sum is used)."""
+        and norm, which GeoLink replaces; the type attention when the official plain sum is used).
+        """
         for name in ("cls_token", "pos_embed"):
             getattr(self.img_encoder, name).requires_grad_(False)
         self.img_encoder.norm.requires_grad_(False)
@@ -218,7 +229,9 @@ class GeoLink(nn.Module):
         return out
 
     @torch.no_grad()
-    def encode_osm(self, graphs: HeteroData | Sequence[HeteroData] | Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode_osm(
+        self, graphs: HeteroData | Sequence[HeteroData] | Batch
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The graph-level OSM embedding (B, R) of graphs alone (no imagery), and whether each has any node (B,).
 
         Equal to ``encode(...).osm_region`` for the same graphs: the region readout never sees the image.
@@ -230,7 +243,9 @@ class GeoLink(nn.Module):
         self.eval()
         try:
             x = {t: batch[t].x for t in NODE_TYPES}
-            region, present = self._region(self._osm_nodes(x, batch, batch.num_graphs), batch, batch.num_graphs)
+            region, present = self._region(
+                self._osm_nodes(x, batch, batch.num_graphs), batch, batch.num_graphs
+            )
         finally:
             self.train(training)
         return region.float(), present
@@ -253,7 +268,9 @@ class GeoLink(nn.Module):
     def _check_images(self, images: torch.Tensor) -> None:
         expected = (3, *self.patch_embed.img_size)
         if images.dim() != 4 or tuple(images.shape[1:]) != expected:
-            raise ValueError(f"images must be (B, {', '.join(map(str, expected))}), got {tuple(images.shape)}")
+            raise ValueError(
+                f"images must be (B, {', '.join(map(str, expected))}), got {tuple(images.shape)}"
+            )
 
     # ------------------------------------------------------------------ image path
 
@@ -261,7 +278,9 @@ class GeoLink(nn.Module):
         """Patch tokens plus fixed positions, without the class token: (B, L, D)."""
         return self.patch_embed(images) + self.img_pos_embed[:, 1:]
 
-    def _image_blocks(self, tokens: torch.Tensor, layers: set[int]) -> tuple[list[torch.Tensor], torch.Tensor]:
+    def _image_blocks(
+        self, tokens: torch.Tensor, layers: set[int]
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Prepend GeoLink's class token, run the ViT blocks; return the requested raw outputs and the last one."""
         cls = (self.cls_token + self.img_pos_embed[:, :1]).expand(tokens.size(0), -1, -1)
         x = torch.cat([cls, tokens], dim=1)
@@ -274,7 +293,9 @@ class GeoLink(nn.Module):
 
     # ------------------------------------------------------------------ OSM path
 
-    def _osm_nodes(self, x: dict[str, torch.Tensor], batch: Batch, num_graphs: int) -> dict[str, torch.Tensor]:
+    def _osm_nodes(
+        self, x: dict[str, torch.Tensor], batch: Batch, num_graphs: int
+    ) -> dict[str, torch.Tensor]:
         """Node embeddings (GAT, ReLU, per-graph LayerNorm) from node features ``x``."""
         width = {t: v.size(-1) for t, v in x.items()}
         if any(w != self.config.osm_in_chans for w in width.values()):
@@ -284,7 +305,9 @@ class GeoLink(nn.Module):
             )
         edges = {e: batch[e].edge_index for e in batch.edge_types}
         hidden = self.osm_encoder(x, edges)
-        return {t: graph_layer_norm(hidden[t], batch[t].batch, num_graphs, self.osm_norm[t]) for t in NODE_TYPES}
+        return {
+            t: graph_layer_norm(hidden[t], batch[t].batch, num_graphs, self.osm_norm[t]) for t in NODE_TYPES
+        }
 
     def _region(
         self, nodes: dict[str, torch.Tensor], batch: Batch, num_graphs: int
@@ -337,7 +360,10 @@ class GeoLink(nn.Module):
 
         order = _group_by_owner(owner, generator)
         counts = torch.bincount(owner, minlength=num_graphs)
-        rank = torch.arange(order.numel(), device=owner.device) - (torch.cumsum(counts, 0) - counts)[owner[order]]
+        rank = (
+            torch.arange(order.numel(), device=owner.device)
+            - (torch.cumsum(counts, 0) - counts)[owner[order]]
+        )
         if cap is not None:
             kept = rank < cap if generator is not None else _evenly_spaced(rank, counts[owner[order]], cap)
             order = order[kept]
@@ -352,7 +378,9 @@ class GeoLink(nn.Module):
         padding = torch.arange(slots, device=owner.device).unsqueeze(0) >= counts.unsqueeze(1)
         return _Tokens(padded, padded_pos, padding, order)
 
-    def _fuse(self, img: torch.Tensor, img_pe: torch.Tensor, tokens: _Tokens) -> tuple[torch.Tensor, torch.Tensor]:
+    def _fuse(
+        self, img: torch.Tensor, img_pe: torch.Tensor, tokens: _Tokens
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Run the fusion blocks (each on the previous one's output); return image and OSM tokens."""
         if not self.config.shared_positions:
             img_pe = torch.zeros_like(img_pe)
@@ -389,7 +417,9 @@ class GeoLink(nn.Module):
             raise ValueError(f"got {num_graphs} images but {batch.num_graphs} graphs")
 
         tokens = self._image_sequence(images)
-        keep, restore, patch_mask = _random_patch_mask(tokens.shape[:2], c.img_mask_ratio, generator, images.device)
+        keep, restore, patch_mask = _random_patch_mask(
+            tokens.shape[:2], c.img_mask_ratio, generator, images.device
+        )
         visible = torch.gather(tokens, 1, keep.unsqueeze(-1).expand(-1, -1, tokens.size(-1)))
         _, final = self._image_blocks(visible, set())
         latent = self.img_norm(final)
@@ -417,7 +447,9 @@ class GeoLink(nn.Module):
         _, osm_out = self._fuse(self.img_fusion_mlp(latent[:, 1:]), visible_pe, node_tokens)
         targets = torch.cat([batch[t].x[masked[t]] for t in NODE_TYPES])[node_tokens.order]
         predicted = self.osm_node_pred(osm_out[~node_tokens.padding])
-        node_loss = (predicted.float() - targets.float()).pow(2).mean() if targets.numel() else latent.new_zeros(())
+        node_loss = (
+            (predicted.float() - targets.float()).pow(2).mean() if targets.numel() else latent.new_zeros(())
+        )
 
         w = c.loss_weights
         loss = w[0] * image_loss + w[1] * contrastive_loss + w[2] * node_loss
@@ -438,7 +470,9 @@ class GeoLink(nn.Module):
         """Mean squared error over masked patches (targets normalised per patch when ``norm_pix_loss``)."""
         p = self.patch_embed.patch_size[0]
         b, ch, h, w = images.shape
-        target = images.reshape(b, ch, h // p, p, w // p, p).permute(0, 2, 4, 3, 5, 1).reshape(b, -1, p * p * ch)
+        target = (
+            images.reshape(b, ch, h // p, p, w // p, p).permute(0, 2, 4, 3, 5, 1).reshape(b, -1, p * p * ch)
+        )
         if self.config.norm_pix_loss:
             target = (target - target.mean(-1, keepdim=True)) / (target.var(-1, keepdim=True) + 1e-6).sqrt()
         per_patch = (prediction.float() - target.float()).pow(2).mean(dim=-1)
@@ -448,7 +482,9 @@ class GeoLink(nn.Module):
         """Symmetric InfoNCE with in-batch negatives at the configured temperature."""
         if img.size(0) == 0:
             return img.new_zeros((), dtype=torch.float32)
-        logits = F.normalize(img.float(), dim=-1) @ F.normalize(osm.float(), dim=-1).T / self.config.temperature
+        logits = (
+            F.normalize(img.float(), dim=-1) @ F.normalize(osm.float(), dim=-1).T / self.config.temperature
+        )
         labels = torch.arange(logits.size(0), device=logits.device)
         return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
 

@@ -26,7 +26,8 @@ class OSMHeteroGAT(nn.Module):
     def __init__(self, in_channels: int, out_channels: int = 128) -> None:
         super().__init__()
         conv = HeteroConv(
-            {edge: GATConv(in_channels, out_channels, add_self_loops=False) for edge in EDGE_TYPES}, aggr="mean"
+            {edge: GATConv(in_channels, out_channels, add_self_loops=False) for edge in EDGE_TYPES},
+            aggr="mean",
         )
         self.convs = nn.ModuleList([conv])
 
@@ -38,9 +39,7 @@ class OSMHeteroGAT(nn.Module):
         return x
 
 
-def graph_layer_norm(
-    x: torch.Tensor, batch: torch.Tensor, num_graphs: int, norm: nn.Module
-) -> torch.Tensor:
+def graph_layer_norm(x: torch.Tensor, batch: torch.Tensor, num_graphs: int, norm: nn.Module) -> torch.Tensor:
     """Normalise node features with one mean and std per graph (over its nodes and channels), then scale and shift.
 
     This is the official graph-mode LayerNorm, ``(x - mean) / (std + eps)``, computed per graph instead of over the
@@ -51,5 +50,7 @@ def graph_layer_norm(
     count = (count * x.size(-1)).clamp(min=1).unsqueeze(-1)
     mean = scatter(x.sum(-1, keepdim=True), batch, dim=0, dim_size=num_graphs, reduce="sum") / count
     centred = x - mean[batch]
-    var = scatter(centred.pow(2).sum(-1, keepdim=True), batch, dim=0, dim_size=num_graphs, reduce="sum") / count
+    var = (
+        scatter(centred.pow(2).sum(-1, keepdim=True), batch, dim=0, dim_size=num_graphs, reduce="sum") / count
+    )
     return centred / (var.sqrt()[batch] + norm.eps) * norm.weight + norm.bias

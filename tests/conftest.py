@@ -34,8 +34,13 @@ def sample_store(tmp_path_factory) -> Path:
 
     sample = kampala_sample()
     db = tmp_path_factory.mktemp("sample") / "db"
-    ingest(str(db), sample.region, [str(sample.imagery)], str(sample.osm),
-           settings=IngestSettings(res=sample.res, fine_res=sample.fine_res))
+    ingest(
+        str(db),
+        sample.region,
+        [str(sample.imagery)],
+        str(sample.osm),
+        settings=IngestSettings(res=sample.res, fine_res=sample.fine_res),
+    )
     return db
 
 

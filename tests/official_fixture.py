@@ -43,7 +43,11 @@ def _arrays() -> dict[str, np.ndarray]:
 def official_checkpoint() -> dict:
     """The fixture's weights in the official multimodal checkpoint layout."""
     arrays = _arrays()
-    state = {k[len("state/") :]: torch.from_numpy(v.astype(np.float32)) for k, v in arrays.items() if k.startswith("state/")}
+    state = {
+        k[len("state/") :]: torch.from_numpy(v.astype(np.float32))
+        for k, v in arrays.items()
+        if k.startswith("state/")
+    }
     return {"model_config": json.loads(str(arrays["model_config"])), "model_state_dict": state}
 
 

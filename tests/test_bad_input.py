@@ -339,8 +339,18 @@ def test_continent_region_fails_fast(tmp_path: Path) -> None:
 )
 def test_bad_resolutions(db: Path, resolutions: tuple, expected: str, usage: bool) -> None:
     before = store_digest(db)
-    result = run("ingest", "--db", db, "--region", SAMPLE.region, "--imagery", SAMPLE.imagery, "--osm", SAMPLE.osm,
-                 *resolutions)
+    result = run(
+        "ingest",
+        "--db",
+        db,
+        "--region",
+        SAMPLE.region,
+        "--imagery",
+        SAMPLE.imagery,
+        "--osm",
+        SAMPLE.osm,
+        *resolutions,
+    )
     assert_one_error(result, contains=expected, usage=usage)
     assert store_digest(db) == before
 

@@ -81,7 +81,10 @@ def test_other_architecture_is_refused(model: GeoLink, tmp_path) -> None:
 
 
 def test_pickled_code_is_refused(model: GeoLink, tmp_path) -> None:
-    torch.save({"model_config": OFFICIAL_CONFIG, "model_state_dict": model.state_dict(), "x": Payload()}, tmp_path / "p.pth")
+    torch.save(
+        {"model_config": OFFICIAL_CONFIG, "model_state_dict": model.state_dict(), "x": Payload()},
+        tmp_path / "p.pth",
+    )
     with pytest.raises(CheckpointError, match="refused: loading it would unpickle code"):
         GeoLink.from_checkpoint(tmp_path / "p.pth")
 

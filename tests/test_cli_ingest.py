@@ -14,8 +14,22 @@ SAMPLE = kampala_sample()
 
 
 def _ingest(db: Path, *extra: str):
-    args = ["ingest", "--db", str(db), "--region", SAMPLE.region, "--imagery", str(SAMPLE.imagery),
-            "--osm", str(SAMPLE.osm), "--res", str(SAMPLE.res), "--fine-res", str(SAMPLE.fine_res), *extra]
+    args = [
+        "ingest",
+        "--db",
+        str(db),
+        "--region",
+        SAMPLE.region,
+        "--imagery",
+        str(SAMPLE.imagery),
+        "--osm",
+        str(SAMPLE.osm),
+        "--res",
+        str(SAMPLE.res),
+        "--fine-res",
+        str(SAMPLE.fine_res),
+        *extra,
+    ]
     return CliRunner().invoke(main, args)
 
 
@@ -41,8 +55,20 @@ def test_ingest_bad_input_is_one_line(tmp_path: Path) -> None:
         assert "Traceback" not in result.output
     corrupt = tmp_path / "corrupt.tif"
     corrupt.write_bytes(b"II*\x00" + b"\x00" * 100)
-    result = CliRunner().invoke(main, ["ingest", "--db", str(tmp_path / "db"), "--region", SAMPLE.region,
-                                       "--imagery", str(corrupt), "--osm", str(SAMPLE.osm)])
+    result = CliRunner().invoke(
+        main,
+        [
+            "ingest",
+            "--db",
+            str(tmp_path / "db"),
+            "--region",
+            SAMPLE.region,
+            "--imagery",
+            str(corrupt),
+            "--osm",
+            str(SAMPLE.osm),
+        ],
+    )
     assert result.exit_code == 1 and result.stderr.startswith("error: ") and "Traceback" not in result.output
     bad_res = _ingest(tmp_path / "db", "--res", "16")
     assert bad_res.exit_code == 2 and "16" in bad_res.stderr

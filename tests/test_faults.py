@@ -57,8 +57,13 @@ def test_ingest_survives_20_random_sigkills(sample_store: Path, tmp_path: Path) 
             for table in ("cells", "patches"):
                 keys = _keys(db, table)
                 assert len(keys) == len(set(keys)), f"duplicate {table} rows after a kill"
-    ingest(str(db), SAMPLE.region, [str(SAMPLE.imagery)], str(SAMPLE.osm),
-           settings=IngestSettings(res=SAMPLE.res, fine_res=SAMPLE.fine_res))
+    ingest(
+        str(db),
+        SAMPLE.region,
+        [str(SAMPLE.imagery)],
+        str(SAMPLE.osm),
+        settings=IngestSettings(res=SAMPLE.res, fine_res=SAMPLE.fine_res),
+    )
     for table in ("cells", "patches"):
         assert sorted(_keys(db, table)) == sorted(_keys(sample_store, table))
 
@@ -100,7 +105,9 @@ train_from_store(Store.open(sys.argv[1]), sys.argv[2], "label", kind="mlp", spli
 def test_head_training_survives_20_random_sigkills(sample_store_copy: Path, tmp_path: Path) -> None:
     cells = _keys(sample_store_copy, "cells")
     labels = tmp_path / "labels.csv"
-    pd.DataFrame({"h3": [f"{c:x}" for c in cells], "label": ["a", "b"] * (len(cells) // 2)}).to_csv(labels, index=False)
+    pd.DataFrame({"h3": [f"{c:x}" for c in cells], "label": ["a", "b"] * (len(cells) // 2)}).to_csv(
+        labels, index=False
+    )
     rng = random.Random(3)
     for _ in range(20):
         _kill_after(HEAD, [str(sample_store_copy), str(labels)], rng.uniform(2.0, 5.0))
@@ -114,11 +121,18 @@ def test_four_readers_while_one_writer_ingests(tmp_path: Path) -> None:
     """Readers search and run SQL throughout an ingest: no errors, and every read sees a consistent version (a
     batch's patches are committed before its cells, so no cell is ever visible without its patches)."""
     db = tmp_path / "db"
-    ingest(str(db), SAMPLE.region, [str(SAMPLE.imagery)], str(SAMPLE.osm),
-           settings=IngestSettings(res=SAMPLE.res, fine_res=SAMPLE.fine_res, batch_size=8))
+    ingest(
+        str(db),
+        SAMPLE.region,
+        [str(SAMPLE.imagery)],
+        str(SAMPLE.osm),
+        settings=IngestSettings(res=SAMPLE.res, fine_res=SAMPLE.fine_res, batch_size=8),
+    )
     first = _keys(db, "cells")[0]
-    writer = subprocess.Popen([sys.executable, "-c", INGEST.replace("batch_size=4", "batch_size=4, overwrite=True"),
-                               str(db)], stderr=subprocess.DEVNULL)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", INGEST.replace("batch_size=4", "batch_size=4, overwrite=True"), str(db)],
+        stderr=subprocess.DEVNULL,
+    )
     errors: list[BaseException] = []
     reads = [0]
 
@@ -128,9 +142,12 @@ def test_four_readers_while_one_writer_ingests(tmp_path: Path) -> None:
                 if index % 2:
                     assert len(search(Store.open(db), cells=first, k=5)) == 5
                 else:
-                    row = run_sql(db, "SELECT (SELECT count(*) FROM cells) AS cells, (SELECT count(DISTINCT h3) "
-                                      "FROM cells) AS distinct_cells, (SELECT count(*) FROM cells WHERE h3 NOT IN "
-                                      "(SELECT parent FROM patches)) AS without_patches").to_pylist()[0]
+                    row = run_sql(
+                        db,
+                        "SELECT (SELECT count(*) FROM cells) AS cells, (SELECT count(DISTINCT h3) "
+                        "FROM cells) AS distinct_cells, (SELECT count(*) FROM cells WHERE h3 NOT IN "
+                        "(SELECT parent FROM patches)) AS without_patches",
+                    ).to_pylist()[0]
                     assert row["cells"] == row["distinct_cells"] == 72 and row["without_patches"] == 0
                 reads[0] += 1
                 time.sleep(0.2)  # leave the writer some of the 2 cores

@@ -29,7 +29,9 @@ def presence_csv(sample_store_copy: Path, tmp_path_factory) -> Path:
     share = coverage_share(cells, gpd.read_file(SAMPLE.osm))
     assert 0 < share.mean() < 1 and share.min() >= 0 and share.max() <= 1 + 1e-9
     path = tmp_path_factory.mktemp("labels") / "presence.csv"
-    pd.DataFrame({"h3": [f"{c:x}" for c in cells], "label": np.where(share >= 0.25, "built", "open")}).to_csv(path, index=False)
+    pd.DataFrame({"h3": [f"{c:x}" for c in cells], "label": np.where(share >= 0.25, "built", "open")}).to_csv(
+        path, index=False
+    )
     return path
 
 
@@ -51,9 +53,14 @@ def test_train_predict_and_list(sample_store_copy: Path, presence_csv: Path) -> 
         predict_from_store(store, trained.head_id, model_id="other")
 
 
-def test_labels_outside_the_store_are_counted(sample_store_copy: Path, presence_csv: Path, tmp_path: Path) -> None:
+def test_labels_outside_the_store_are_counted(
+    sample_store_copy: Path, presence_csv: Path, tmp_path: Path
+) -> None:
     labels = pd.read_csv(presence_csv)
-    elsewhere = [h3.latlng_to_cell(48.85, 2.35, SAMPLE.res), h3.latlng_to_cell(0.40, 32.60, SAMPLE.res)]  # Paris, Kampala
+    elsewhere = [
+        h3.latlng_to_cell(48.85, 2.35, SAMPLE.res),
+        h3.latlng_to_cell(0.40, 32.60, SAMPLE.res),
+    ]  # Paris, Kampala
     outside = pd.DataFrame({"h3": [f"{c:x}" for c in elsewhere], "label": ["built", "open"]})
     path = tmp_path / "more.csv"
     pd.concat([labels, outside]).to_csv(path, index=False)
@@ -71,18 +78,48 @@ def test_bad_labels(sample_store_copy: Path, tmp_path: Path) -> None:
 
 def test_cli_train_compare_predict(sample_store_copy: Path, presence_csv: Path, tmp_path: Path) -> None:
     runner = CliRunner()
-    result = runner.invoke(main, ["heads", "train", "--db", str(sample_store_copy), "--labels", str(presence_csv),
-                                  "--split", "random", "--kind", "mlp", "--format", "json"])
+    result = runner.invoke(
+        main,
+        [
+            "heads",
+            "train",
+            "--db",
+            str(sample_store_copy),
+            "--labels",
+            str(presence_csv),
+            "--split",
+            "random",
+            "--kind",
+            "mlp",
+            "--format",
+            "json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
     assert "macro_f1" in payload["metrics"] and payload["head_id"]
-    compared = runner.invoke(main, ["heads", "compare", "--db", str(sample_store_copy), "--labels", str(presence_csv),
-                                    "--split", "random", "--format", "json"])
+    compared = runner.invoke(
+        main,
+        [
+            "heads",
+            "compare",
+            "--db",
+            str(sample_store_copy),
+            "--labels",
+            str(presence_csv),
+            "--split",
+            "random",
+            "--format",
+            "json",
+        ],
+    )
     assert compared.exit_code == 0, compared.output
     assert [row["modality"] for row in json.loads(compared.stdout)] == ["image", "osm", "fused", "concat"]
     png = tmp_path / "predictions.png"
-    predicted = runner.invoke(main, ["heads", "predict", "--db", str(sample_store_copy), "--head", payload["head_id"],
-                                     "--map", str(png)])
+    predicted = runner.invoke(
+        main,
+        ["heads", "predict", "--db", str(sample_store_copy), "--head", payload["head_id"], "--map", str(png)],
+    )
     assert predicted.exit_code == 0, predicted.output
     assert png.stat().st_size > 10_000
     missing = runner.invoke(main, ["heads", "predict", "--db", str(sample_store_copy), "--head", "nope"])
@@ -99,11 +136,25 @@ def test_label_raster_trains_a_segmentation_head_on_patches(sample_store_copy: P
     west, south, east, north = buildings.total_bounds
     width, height = int((east - west) / 0.5), int((north - south) / 0.5)
     transform = from_bounds(west, south, east, north, width, height)
-    classes = rasterize(((g, 1) for g in buildings.geometry), out_shape=(height, width), transform=transform,
-                        fill=2, dtype="uint8")
+    classes = rasterize(
+        ((g, 1) for g in buildings.geometry),
+        out_shape=(height, width),
+        transform=transform,
+        fill=2,
+        dtype="uint8",
+    )
     path = tmp_path / "classes.tif"
-    with rasterio.open(path, "w", driver="GTiff", width=width, height=height, count=1, dtype="uint8",
-                       crs="EPSG:32636", transform=transform) as target:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=width,
+        height=height,
+        count=1,
+        dtype="uint8",
+        crs="EPSG:32636",
+        transform=transform,
+    ) as target:
         target.write(classes, 1)
     trained = train_from_store(Store.open(sample_store_copy), path, "class", modality="image", split="random")
     assert trained.metrics["table"] == "patches"

@@ -43,7 +43,11 @@ def test_metrics_by_hand() -> None:
     assert metrics["per_class_f1"] == pytest.approx({"a": 2 * 2 / (3 + 3), "b": 2 * 1 / (2 + 2), "c": 1.0})
     assert metrics["per_class_iou"]["a"] == pytest.approx(2 / 4)
     assert metrics["macro_f1"] == pytest.approx((2 / 3 + 1 / 2 + 1) / 3)
-    assert metrics["majority_baseline"] == {"class": "a", "accuracy": pytest.approx(0.5), "macro_f1": pytest.approx(2 / 9)}
+    assert metrics["majority_baseline"] == {
+        "class": "a",
+        "accuracy": pytest.approx(0.5),
+        "macro_f1": pytest.approx(2 / 9),
+    }
 
 
 @pytest.mark.parametrize("kind", ["linear", "mlp", "knn"])

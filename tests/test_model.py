@@ -43,7 +43,9 @@ def test_state_dict_matches_official_keys_shapes_and_size(architecture: str) -> 
 
 
 def test_osm_input_width_is_configurable() -> None:
-    model = GeoLink(GeoLinkConfig(architecture="vit_tiny_patch16_224", timm_kwargs={"depth": 1}, osm_in_chans=384))
+    model = GeoLink(
+        GeoLinkConfig(architecture="vit_tiny_patch16_224", timm_kwargs={"depth": 1}, osm_in_chans=384)
+    )
     state = model.state_dict()
     assert state["osm_encoder.convs.0.convs.<line___to___point>.lin.weight"].shape == (128, 384)
     assert state["osm_mask_token.polygon"].shape == (1, 384)
@@ -90,9 +92,14 @@ def test_fusion_is_deterministic_and_cap_picks_fixed_nodes(tiny: GeoLink, sample
     assert all(torch.equal(runs[0], run) for run in runs[1:])
     full = tiny.encode(images[big : big + 1], graphs[big]).fused
     assert not torch.allclose(runs[0], full, atol=1e-4)
-    torch.testing.assert_close(tiny.encode(images[big : big + 1], graphs[big], max_fusion_nodes=total).fused, full)
+    torch.testing.assert_close(
+        tiny.encode(images[big : big + 1], graphs[big], max_fusion_nodes=total).fused, full
+    )
     tokens = tiny._fusion_tokens(
-        tiny._osm_nodes({t: graphs[big][t].x for t in NODE_TYPES}, batch_graphs(graphs[big]), 1), batch_graphs(graphs[big]), 1, 50
+        tiny._osm_nodes({t: graphs[big][t].x for t in NODE_TYPES}, batch_graphs(graphs[big]), 1),
+        batch_graphs(graphs[big]),
+        1,
+        50,
     )
     assert (~tokens.padding).sum() == 50 and tokens.order.unique().numel() == 50
 
@@ -111,7 +118,9 @@ def test_empty_graph_anywhere_in_batch(tiny: GeoLink, samples, position: int) ->
     image_only = block.norm2(tiny.img_fusion_mlp(tiny.img_norm(out.image_layers[0][position])))
     torch.testing.assert_close(out.fused[position], image_only, atol=1e-5, rtol=1e-5)
     for i in set(range(3)) - {position}:  # partners are unaffected by the empty graph
-        torch.testing.assert_close(out.fused[i], tiny.encode(images[i : i + 1], batch[i]).fused[0], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            out.fused[i], tiny.encode(images[i : i + 1], batch[i]).fused[0], atol=1e-5, rtol=1e-5
+        )
 
 
 def test_bfloat16_and_float32_agree(tiny: GeoLink, samples) -> None:
@@ -193,7 +202,9 @@ def test_pretraining_runs_in_float32_and_bf16_autocast(samples) -> None:
 
 def test_unimodal_model_matches_timm_forward(tmp_path) -> None:
     """The official unimodal layout is a timm ViT whose pos_embed/cls/norm are GeoLink's own."""
-    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0, global_pool="", depth=2).eval()
+    vit = timm.create_model(
+        "vit_tiny_patch16_224", pretrained=False, num_classes=0, global_pool="", depth=2
+    ).eval()
     config = {"architecture": "vit_tiny_patch16_224", "num_classes": 0, "global_pool": "", "depth": 2}
     torch.save({"model_config": config, "model_state_dict": vit.state_dict()}, tmp_path / "vit.pth")
     model = GeoLink.from_checkpoint(tmp_path / "vit.pth")
@@ -208,5 +219,8 @@ def test_unimodal_model_matches_timm_forward(tmp_path) -> None:
 def _per_type_slots(model: GeoLink, batch) -> torch.Tensor:
     nodes = model._osm_nodes({t: batch[t].x for t in NODE_TYPES}, batch, 1)
     return torch.stack(
-        [model.osm_aggr_mlp[t](model.osm_read_out[t](nodes[t], batch[t].batch, dim_size=1))[0] for t in NODE_TYPES]
+        [
+            model.osm_aggr_mlp[t](model.osm_read_out[t](nodes[t], batch[t].batch, dim_size=1))[0]
+            for t in NODE_TYPES
+        ]
     )

@@ -42,11 +42,20 @@ def bucket() -> str:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    server = subprocess.Popen([str(server_cli), "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [str(server_cli), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     endpoint = f"http://127.0.0.1:{port}"
-    settings = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1",
-                "AWS_ENDPOINT": endpoint, "AWS_ENDPOINT_URL": endpoint, "AWS_ALLOW_HTTP": "true"}
+    settings = {
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_REGION": "us-east-1",
+        "AWS_ENDPOINT": endpoint,
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ALLOW_HTTP": "true",
+    }
     with pytest.MonkeyPatch.context() as patch:
         for name, value in settings.items():
             patch.setenv(name, value)
@@ -113,7 +122,9 @@ def test_cli_on_an_s3_store(s3_store: str, tmp_path: Path) -> None:
     """info, search, sql, heads train/list/predict and export, each through the CLI on the s3:// store."""
     cells = Store.open(s3_store).table("cells").to_arrow()["h3"].to_pylist()
     labels = tmp_path / "labels.csv"
-    pd.DataFrame({"h3": [f"{c:x}" for c in cells], "label": ["a", "b"] * (len(cells) // 2)}).to_csv(labels, index=False)
+    pd.DataFrame({"h3": [f"{c:x}" for c in cells], "label": ["a", "b"] * (len(cells) // 2)}).to_csv(
+        labels, index=False
+    )
     runner = CliRunner()
 
     def ok(*args: str) -> str:
@@ -122,9 +133,27 @@ def test_cli_on_an_s3_store(s3_store: str, tmp_path: Path) -> None:
         return result.stdout
 
     assert json.loads(ok("info", "--db", s3_store, "--format", "json"))["tables"]["cells"]["rows"] == 72
-    assert len(json.loads(ok("search", "--db", s3_store, "--cell", f"{cells[0]:x}", "--k", "4", "--format", "json"))) == 4
+    assert (
+        len(
+            json.loads(
+                ok("search", "--db", s3_store, "--cell", f"{cells[0]:x}", "--k", "4", "--format", "json")
+            )
+        )
+        == 4
+    )
     assert "72" in ok("sql", "--db", s3_store, "SELECT count(*) FROM cells")
-    ok("heads", "train", "--db", s3_store, "--labels", str(labels), "--label-column", "label", "--split", "random")
+    ok(
+        "heads",
+        "train",
+        "--db",
+        s3_store,
+        "--labels",
+        str(labels),
+        "--label-column",
+        "label",
+        "--split",
+        "random",
+    )
     heads = json.loads(ok("heads", "list", "--db", s3_store, "--format", "json"))
     assert len(heads) == 1
     ok("heads", "predict", "--db", s3_store, "--head", heads[0]["head_id"])

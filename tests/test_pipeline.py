@@ -30,14 +30,19 @@ def _ingest(db: Path, **changes) -> object:
 
 def _rows(db: Path, table: str) -> dict[int, np.ndarray]:
     data = Store.open(db).table(table).to_arrow()
-    return dict(zip(data["h3"].to_pylist(), np.stack(data["fused"].to_numpy(zero_copy_only=False)), strict=True))
+    return dict(
+        zip(data["h3"].to_pylist(), np.stack(data["fused"].to_numpy(zero_copy_only=False)), strict=True)
+    )
 
 
 @pytest.fixture(scope="module")
 def clean_store(tmp_path_factory) -> Path:
     db = tmp_path_factory.mktemp("clean") / "db"
     report = _ingest(db)
-    assert report.cells_encoded == report.cells_in_region - report.cells_without_imagery - report.cells_too_sparse
+    assert (
+        report.cells_encoded
+        == report.cells_in_region - report.cells_without_imagery - report.cells_too_sparse
+    )
     return db
 
 
@@ -52,7 +57,10 @@ def test_ingest_writes_cells_patches_and_model(clean_store: Path) -> None:
     assert with_osm > cells.num_rows // 2  # Kampala's sample is densely built
     assert cells["osm"].null_count == sum(n == 0 for n in cells["n_polygon"].to_pylist())
     patches = store.table("patches").to_arrow()
-    assert all(h3.cell_to_parent(c, SAMPLE.res) == p for c, p in zip(patches["h3"].to_pylist(), patches["parent"].to_pylist(), strict=True))
+    assert all(
+        h3.cell_to_parent(c, SAMPLE.res) == p
+        for c, p in zip(patches["h3"].to_pylist(), patches["parent"].to_pylist(), strict=True)
+    )
     assert patches.num_rows >= 5 * cells.num_rows  # most of the 7 children of each cell hold a patch centre
     assert [m["model_id"] for m in store.models()] == cells["model_id"].unique().to_pylist()
 
@@ -79,7 +87,9 @@ ingest(sys.argv[1], s.region, [str(s.imagery)], str(s.osm),
 
 
 @pytest.mark.parametrize("delay", [3.0, 6.5])
-def test_sigkill_then_resume_gives_exactly_the_clean_rows(clean_store: Path, tmp_path: Path, delay: float) -> None:
+def test_sigkill_then_resume_gives_exactly_the_clean_rows(
+    clean_store: Path, tmp_path: Path, delay: float
+) -> None:
     db = tmp_path / "db"
     worker = subprocess.Popen([sys.executable, "-c", WORKER, str(db)], stderr=subprocess.DEVNULL)
     time.sleep(delay)
@@ -95,16 +105,31 @@ def test_sigkill_then_resume_gives_exactly_the_clean_rows(clean_store: Path, tmp
 
 
 def test_model_with_other_widths_is_refused(clean_store: Path, tmp_path: Path) -> None:
-    small = GeoLink(GeoLinkConfig(architecture="vit_small_patch16_224", timm_kwargs={"depth": 1}, osm_in_chans=384))
+    small = GeoLink(
+        GeoLinkConfig(architecture="vit_small_patch16_224", timm_kwargs={"depth": 1}, osm_in_chans=384)
+    )
     before = Store.open(clean_store).table("cells").count_rows()
     with pytest.raises(GeolinkError, match="image vectors are 192-d but this model gives 384-d"):
-        ingest(str(clean_store), SAMPLE.region, [str(SAMPLE.imagery)], str(SAMPLE.osm), model=small, settings=SETTINGS)
+        ingest(
+            str(clean_store),
+            SAMPLE.region,
+            [str(SAMPLE.imagery)],
+            str(SAMPLE.osm),
+            model=small,
+            settings=SETTINGS,
+        )
     assert Store.open(clean_store).table("cells").count_rows() == before
 
 
 def test_region_without_imagery(tmp_path: Path) -> None:
     with pytest.raises(GeolinkError, match="misses the imagery"):
-        ingest(str(tmp_path / "db"), "10.0,10.0,10.01,10.01", [str(SAMPLE.imagery)], str(SAMPLE.osm), settings=SETTINGS)
+        ingest(
+            str(tmp_path / "db"),
+            "10.0,10.0,10.01,10.01",
+            [str(SAMPLE.imagery)],
+            str(SAMPLE.osm),
+            settings=SETTINGS,
+        )
     assert not (tmp_path / "db").exists() or not any((tmp_path / "db").iterdir())
 
 
@@ -112,8 +137,13 @@ def test_cells_without_imagery_can_be_encoded_osm_only(tmp_path: Path) -> None:
     """A region larger than the imagery: with osm_only, cells outside it that hold OSM get an osm vector alone."""
     west, south, east, north = SAMPLE.bbox
     region = f"{west - 0.0006},{south - 0.0006},{east + 0.0006},{north + 0.0006}"
-    report = ingest(str(tmp_path / "db"), region, [str(SAMPLE.imagery)], str(SAMPLE.osm),
-                    settings=IngestSettings(**{**SETTINGS.__dict__, "osm_only": True}))
+    report = ingest(
+        str(tmp_path / "db"),
+        region,
+        [str(SAMPLE.imagery)],
+        str(SAMPLE.osm),
+        settings=IngestSettings(**{**SETTINGS.__dict__, "osm_only": True}),
+    )
     assert report.cells_osm_only > 0 and report.cells_encoded > 0
     cells = Store.open(tmp_path / "db").table("cells").to_arrow()
     osm_only = [s == "osm-only" for s in cells["source"].to_pylist()]

@@ -39,12 +39,25 @@ def cluster(tmp_path_factory) -> str:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     temp = tmp_path_factory.mktemp("ray")
-    command = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--num-cpus=2", "--num-gpus=0",
-               f"--port={port}", "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}"]
+    command = [
+        str(Path(sys.executable).parent / "ray"),
+        "start",
+        "--head",
+        "--num-cpus=2",
+        "--num-gpus=0",
+        f"--port={port}",
+        "--include-dashboard=false",
+        "--disable-usage-stats",
+        f"--temp-dir={temp}",
+    ]
     subprocess.run(command, check=True, capture_output=True, timeout=120)
     yield f"127.0.0.1:{port}"
-    subprocess.run([str(Path(sys.executable).parent / "ray"), "stop", "--force"], capture_output=True, timeout=120,
-                   check=False)
+    subprocess.run(
+        [str(Path(sys.executable).parent / "ray"), "stop", "--force"],
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def _ray_ingest(db: Path, cluster: str, **changes) -> object:
@@ -74,7 +87,9 @@ def assert_same_rows(db: Path, expected: Path) -> None:
     assert len(Store.open(db).models()) == 1
 
 
-def test_two_workers_write_the_rows_of_the_local_engine(cluster: str, sample_store: Path, tmp_path: Path) -> None:
+def test_two_workers_write_the_rows_of_the_local_engine(
+    cluster: str, sample_store: Path, tmp_path: Path
+) -> None:
     db = tmp_path / "db"
     report = _ray_ingest(db, cluster)
     local = Store.open(sample_store)
@@ -90,7 +105,9 @@ def test_chips_read_in_separate_tasks(cluster: str, sample_store: Path, tmp_path
     """The GPU-cluster layout, on CPUs: one-core tasks read chips and build graphs, the actor only encodes (the
     prepared partitions travel through Ray's object store)."""
     db = tmp_path / "db"
-    ingest(str(db), *ARGS, settings=SETTINGS, engine=RayEngine(workers=1, address=cluster, prepare_in_tasks=True))
+    ingest(
+        str(db), *ARGS, settings=SETTINGS, engine=RayEngine(workers=1, address=cluster, prepare_in_tasks=True)
+    )
     assert_same_rows(db, sample_store)
 
 
@@ -100,8 +117,13 @@ def test_osm_only_cells_match_the_local_engine(cluster: str, tmp_path: Path) -> 
     region = f"{west - 0.0006},{south - 0.0006},{east + 0.0006},{north + 0.0006}"
     settings = IngestSettings(**{**SETTINGS.__dict__, "osm_only": True})
     local = ingest(str(tmp_path / "local"), region, *ARGS[1:], settings=settings)
-    distributed = ingest(str(tmp_path / "ray"), region, *ARGS[1:], settings=settings,
-                         engine=RayEngine(workers=2, address=cluster))
+    distributed = ingest(
+        str(tmp_path / "ray"),
+        region,
+        *ARGS[1:],
+        settings=settings,
+        engine=RayEngine(workers=2, address=cluster),
+    )
     assert distributed.cells_osm_only == local.cells_osm_only > 0
     assert_same_rows(tmp_path / "ray", tmp_path / "local")
 
@@ -176,33 +198,82 @@ def test_stale_rows_are_replaced_in_the_same_commit(cluster: str, sample_store: 
 
 def test_cli_engine_ray(cluster: str, sample_store: Path, tmp_path: Path) -> None:
     db = tmp_path / "db"
-    result = CliRunner().invoke(main, [
-        "ingest", "--db", str(db), "--region", SAMPLE.region, "--imagery", str(SAMPLE.imagery),
-        "--osm", str(SAMPLE.osm), "--res", str(SAMPLE.res), "--fine-res", str(SAMPLE.fine_res), "--batch-size", "8",
-        "--partition-levels", "1", "--engine", "ray", "--workers", "2", "--ray-address", cluster, "--format", "json",
-    ])
+    result = CliRunner().invoke(
+        main,
+        [
+            "ingest",
+            "--db",
+            str(db),
+            "--region",
+            SAMPLE.region,
+            "--imagery",
+            str(SAMPLE.imagery),
+            "--osm",
+            str(SAMPLE.osm),
+            "--res",
+            str(SAMPLE.res),
+            "--fine-res",
+            str(SAMPLE.fine_res),
+            "--batch-size",
+            "8",
+            "--partition-levels",
+            "1",
+            "--engine",
+            "ray",
+            "--workers",
+            "2",
+            "--ray-address",
+            cluster,
+            "--format",
+            "json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout.strip().splitlines()[-1])["cells_encoded"] == 72
     assert_same_rows(db, sample_store)
 
 
-@pytest.mark.parametrize(("osm", "address", "workers", "message"), [
-    ("truncated", "cluster", 2, "cut.osm.pbf"),
-    ("sample", "127.0.0.1:9", 2, "no Ray cluster answers at 127.0.0.1:9"),
-    ("sample", "cluster", 3, "the Ray cluster has 2 CPUs but 3 workers need 3"),
-])
-def test_cli_engine_ray_bad_input(cluster: str, tmp_path: Path, osm: str, address: str, workers: int,
-                                  message: str) -> None:
+@pytest.mark.parametrize(
+    ("osm", "address", "workers", "message"),
+    [
+        ("truncated", "cluster", 2, "cut.osm.pbf"),
+        ("sample", "127.0.0.1:9", 2, "no Ray cluster answers at 127.0.0.1:9"),
+        ("sample", "cluster", 3, "the Ray cluster has 2 CPUs but 3 workers need 3"),
+    ],
+)
+def test_cli_engine_ray_bad_input(
+    cluster: str, tmp_path: Path, osm: str, address: str, workers: int, message: str
+) -> None:
     """One error line and exit 1, no tables written: a truncated PBF (found before any worker starts), an address
     where no cluster runs, more workers than the cluster holds (Ray would queue them forever)."""
     (tmp_path / "cut.osm.pbf").write_bytes(b"\x00\x00\x00\x0d\n\tOSMHeader\x18\x90\x01")
     db = tmp_path / "db"
     result = subprocess.run(
-        [str(Path(sys.executable).parent / "geolink"), "ingest", "--db", str(db), "--region", SAMPLE.region,
-         "--imagery", str(SAMPLE.imagery), "--osm", str(tmp_path / "cut.osm.pbf" if osm == "truncated" else SAMPLE.osm),
-         "--res", str(SAMPLE.res), "--engine", "ray", "--workers", str(workers),
-         "--ray-address", cluster if address == "cluster" else address],
-        capture_output=True, text=True, timeout=300, check=False)
+        [
+            str(Path(sys.executable).parent / "geolink"),
+            "ingest",
+            "--db",
+            str(db),
+            "--region",
+            SAMPLE.region,
+            "--imagery",
+            str(SAMPLE.imagery),
+            "--osm",
+            str(tmp_path / "cut.osm.pbf" if osm == "truncated" else SAMPLE.osm),
+            "--res",
+            str(SAMPLE.res),
+            "--engine",
+            "ray",
+            "--workers",
+            str(workers),
+            "--ray-address",
+            cluster if address == "cluster" else address,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert result.returncode == 1, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and message in errors[0] and "Traceback" not in result.stderr, result.stderr

@@ -41,16 +41,29 @@ def test_table_names_cannot_escape_the_store(tmp_path: Path) -> None:
     for name in ("../outside", "/etc/passwd", "cells/../../x"):
         with pytest.raises(GeolinkError, match="has no table"):
             store.table(name)
-    result = CliRunner().invoke(main, ["export", "--db", str(tmp_path / "db"), "--table", "../outside",
-                                       "--out", str(tmp_path / "x.parquet")])
+    result = CliRunner().invoke(
+        main,
+        [
+            "export",
+            "--db",
+            str(tmp_path / "db"),
+            "--table",
+            "../outside",
+            "--out",
+            str(tmp_path / "x.parquet"),
+        ],
+    )
     assert result.exit_code == 1 and not (tmp_path / "outside").exists()
 
 
 def test_read_only_sql_cannot_write_files(tmp_path: Path) -> None:
     Store.create_or_open(tmp_path / "db")
     target = tmp_path / "leak.csv"
-    for statement in (f"COPY (SELECT 42) TO '{target}'", f"ATTACH '{tmp_path / 'other.duckdb'}' AS other",
-                      "INSTALL httpfs"):
+    for statement in (
+        f"COPY (SELECT 42) TO '{target}'",
+        f"ATTACH '{tmp_path / 'other.duckdb'}' AS other",
+        "INSTALL httpfs",
+    ):
         result = CliRunner().invoke(main, ["sql", "--db", str(tmp_path / "db"), statement])
         assert result.exit_code == 1 and result.stderr.startswith("error: "), statement
     assert not target.exists() and not (tmp_path / "other.duckdb").exists()

@@ -53,7 +53,9 @@ def test_shards_round_trip(samples, shards) -> None:
     restored = readers[0][3]
     assert torch.equal(restored.image, samples[3].image)
     for t in NODE_TYPES:
-        torch.testing.assert_close(restored.graph[t].x, samples[3].graph[t].x, atol=2e-3, rtol=1e-3)  # float16
+        torch.testing.assert_close(
+            restored.graph[t].x, samples[3].graph[t].x, atol=2e-3, rtol=1e-3
+        )  # float16
         assert torch.equal(restored.graph[t].pos, samples[3].graph[t].pos)
     edge = ("line", "to", "polygon")
     assert torch.equal(restored.graph[edge].edge_index, samples[3].graph[edge].edge_index)
@@ -66,7 +68,11 @@ def test_crop_keeps_nodes_in_the_crop_in_its_frame(samples) -> None:
     box = (0.25, 0.1, 0.75, 0.6)
     cropped = crop_graph(graph, box)
     for t in NODE_TYPES:
-        inside = ((graph[t].pos >= torch.tensor(box[:2])) & (graph[t].pos <= torch.tensor(box[2:]))).all(-1).any(-1)
+        inside = (
+            ((graph[t].pos >= torch.tensor(box[:2])) & (graph[t].pos <= torch.tensor(box[2:])))
+            .all(-1)
+            .any(-1)
+        )
         assert cropped[t].num_nodes == int(inside.sum())
         assert cropped[t].pos.min() >= 0 and cropped[t].pos.max() <= 1
         torch.testing.assert_close(cropped[t].x, graph[t].x[inside])
@@ -94,8 +100,17 @@ def test_augment_crop_aspect_in_range_and_reproducible(samples) -> None:
 
 
 def _config(shards: Path, out: Path, **changes) -> PretrainConfig:
-    values = dict(data=str(shards), out=str(out), model=TINY, steps=4, batch_size=4, warmup_steps=1,
-                  log_every=2, checkpoint_every=2, num_workers=0)
+    values = dict(
+        data=str(shards),
+        out=str(out),
+        model=TINY,
+        steps=4,
+        batch_size=4,
+        warmup_steps=1,
+        log_every=2,
+        checkpoint_every=2,
+        num_workers=0,
+    )
     return PretrainConfig(**(values | changes))
 
 
@@ -120,7 +135,9 @@ def test_pretraining_logs_losses_and_resumes_exactly(shards, tmp_path) -> None:
 
 def test_bad_pretraining_input(shards, tmp_path) -> None:
     with pytest.raises(ValueError, match="512-d tag features but the model expects osm_in_chans=384"):
-        pretrain(_config(shards, tmp_path / "a", model=GeoLinkConfig(**{**TINY.__dict__, "osm_in_chans": 384})))
+        pretrain(
+            _config(shards, tmp_path / "a", model=GeoLinkConfig(**{**TINY.__dict__, "osm_in_chans": 384}))
+        )
     pretrain(_config(shards, tmp_path / "b", steps=1))
     other = GeoLinkConfig(architecture="vit_small_patch16_224", timm_kwargs={"depth": 1})
     with pytest.raises(ValueError, match="cannot resume .* another model config"):
@@ -136,13 +153,28 @@ def test_ddp_with_two_cpu_processes(shards, tmp_path, entry: str) -> None:
     train in step, rank 0 alone writes the checkpoint and the metrics (and prints them)."""
     config = _config(shards, tmp_path / "ddp", batch_size=2, steps=2)
     (tmp_path / "run.json").write_text(config.to_json())
-    program = (["-m", "training"] if entry == "module"
-               else [str(Path(sys.executable).parent / "geolink"), "pretrain", "--data", str(shards)])
+    program = (
+        ["-m", "training"]
+        if entry == "module"
+        else [str(Path(sys.executable).parent / "geolink"), "pretrain", "--data", str(shards)]
+    )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         *program, "--config", str(tmp_path / "run.json")],
-        capture_output=True, text=True, env=env, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            *program,
+            "--config",
+            str(tmp_path / "run.json"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     if entry == "cli":

@@ -10,7 +10,9 @@ from training.loop import PretrainConfig, pretrain
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
-    parser.add_argument("--config", required=True, type=Path, help="a PretrainConfig as JSON (see config.json of a run)")
+    parser.add_argument(
+        "--config", required=True, type=Path, help="a PretrainConfig as JSON (see config.json of a run)"
+    )
     args = parser.parse_args()
     pretrain(PretrainConfig.from_json(args.config.read_text()))
 

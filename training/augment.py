@@ -39,7 +39,9 @@ class JointAugment:
         """Return the normalised image (3, size, size) and the graph in the crop's frame."""
         _, height, width = sample.image.shape
         top, left, crop_h, crop_w = self._crop_box(height, width, generator)
-        image = TF.resized_crop(sample.image, top, left, crop_h, crop_w, [self.size, self.size], antialias=True)
+        image = TF.resized_crop(
+            sample.image, top, left, crop_h, crop_w, [self.size, self.size], antialias=True
+        )
         box = (left / width, top / height, (left + crop_w) / width, (top + crop_h) / height)
         graph = crop_graph(sample.graph, box)
         if _draw(generator) < self.flip_p:
@@ -82,8 +84,10 @@ def crop_graph(graph: HeteroData, box: tuple[float, float, float, float]) -> Het
         out[t].x = graph[t].x[inside]
         out[t].pos = (torch.minimum(torch.maximum(pos[inside], lower), upper) - lower) / (upper - lower)
     for src, _, dst in EDGE_TYPES:
-        src_new, dst_new = (index_maps[src][graph[src, "to", dst].edge_index[0]],
-                            index_maps[dst][graph[src, "to", dst].edge_index[1]])
+        src_new, dst_new = (
+            index_maps[src][graph[src, "to", dst].edge_index[0]],
+            index_maps[dst][graph[src, "to", dst].edge_index[1]],
+        )
         keep = (src_new >= 0) & (dst_new >= 0)
         out[src, "to", dst].edge_index = torch.stack([src_new[keep], dst_new[keep]])
     return out

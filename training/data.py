@@ -20,7 +20,9 @@ class PretrainDataset(Dataset):
     def __init__(self, directory: str | Path, augment: JointAugment | None = None, seed: int = 0) -> None:
         paths = shard_paths(directory)
         if not paths:
-            raise ValueError(f"no pretraining shards in {directory}: build them with `geolink pretrain --prepare`")
+            raise ValueError(
+                f"no pretraining shards in {directory}: build them with `geolink pretrain --prepare`"
+            )
         self.readers = [ShardReader(p) for p in paths]
         self.starts = [0]
         for reader in self.readers:

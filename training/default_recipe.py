@@ -38,7 +38,11 @@ from training.prepare import RegionPairs, example_samples, region_samples
 from training.shards import Sample, write_shards
 
 CONFIG = GeoLinkConfig(
-    architecture="vit_tiny_patch16_224", osm_in_chans=384, type_attention=True, decoder_dim=256, decoder_heads=8
+    architecture="vit_tiny_patch16_224",
+    osm_in_chans=384,
+    type_attention=True,
+    decoder_dim=256,
+    decoder_heads=8,
 )
 WEIGHTS = Path(__file__).resolve().parents[1] / "model" / "weights"
 
@@ -52,18 +56,27 @@ def build_pairs(shared: Path, out: Path) -> dict[str, int]:
     """Write all pretraining pairs as shards; return the sample count per source."""
     builder = GraphBuilder()
     kampala, atlanta = shared / "kampala_oam", shared / "atlanta_spacenet"
-    sources = {
-        f"kampala_res{res}": RegionPairs(_footprint_region(kampala), (str(kampala),), str(kampala / "labels.geojson"), res)
-        for res in (12, 13)
-    } | {
-        f"atlanta_res{res}": RegionPairs(_footprint_region(atlanta / "sample_geotiff.tif"),
-                                         (str(atlanta / "sample_geotiff.tif"),),
-                                         str(atlanta / "geotiff_labels.geojson"), res)
-        for res in (11, 12)
-    } | {
-        f"naip_{scene.stem[-8:-4]}": RegionPairs(_footprint_region(scene), (str(scene),), None, 9)
-        for scene in sorted((shared / "naip_north_dakota").glob("*.tif"))
-    }
+    sources = (
+        {
+            f"kampala_res{res}": RegionPairs(
+                _footprint_region(kampala), (str(kampala),), str(kampala / "labels.geojson"), res
+            )
+            for res in (12, 13)
+        }
+        | {
+            f"atlanta_res{res}": RegionPairs(
+                _footprint_region(atlanta / "sample_geotiff.tif"),
+                (str(atlanta / "sample_geotiff.tif"),),
+                str(atlanta / "geotiff_labels.geojson"),
+                res,
+            )
+            for res in (11, 12)
+        }
+        | {
+            f"naip_{scene.stem[-8:-4]}": RegionPairs(_footprint_region(scene), (str(scene),), None, 9)
+            for scene in sorted((shared / "naip_north_dakota").glob("*.tif"))
+        }
+    )
     samples, counts = [], {}
     for name, spec in sources.items():
         found = list(region_samples(spec, builder))
@@ -75,7 +88,9 @@ def build_pairs(shared: Path, out: Path) -> dict[str, int]:
     ufz = sorted((shared / "geolink_example" / "ufz_example" / "img").glob("*.png"))
     for path in ufz:  # their official graphs carry CLIP features: image-only here
         pixels = np.asarray(Image.open(path).convert("RGB"))
-        samples.append(Sample(torch.from_numpy(pixels).permute(2, 0, 1).contiguous(), empty_graph(builder.text_dim)))
+        samples.append(
+            Sample(torch.from_numpy(pixels).permute(2, 0, 1).contiguous(), empty_graph(builder.text_dim))
+        )
     counts["ufz_image_only"] = len(ufz)
     write_shards(samples, out, samples_per_shard=256)
     return counts
@@ -96,16 +111,22 @@ def probe_data(shared: Path) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
 
 def linear_probe(model: GeoLink, cells: np.ndarray, labels: np.ndarray, images: torch.Tensor) -> dict:
     """Macro-F1 of a logistic-regression probe on the image encoder's pooled vector, spatial split."""
-    vectors = torch.cat([model.encode(images[i : i + 64]).image_global for i in range(0, len(images), 64)]).numpy()
+    vectors = torch.cat(
+        [model.encode(images[i : i + 64]).image_global for i in range(0, len(images), 64)]
+    ).numpy()
     split = spatial_split(cells, test_fraction=0.3, block_levels=2, seed=0)
     head = train_head(vectors[split.train], labels[split.train], ["no building", "building"])
     predicted, _ = head.predict(vectors[split.test])
     metrics = classification_metrics(labels[split.test], predicted, ["no building", "building"])
-    return {k: metrics[k] for k in ("accuracy", "macro_f1", "n")} | {"baseline_macro_f1": metrics["majority_baseline"]["macro_f1"]}
+    return {k: metrics[k] for k in ("accuracy", "macro_f1", "n")} | {
+        "baseline_macro_f1": metrics["majority_baseline"]["macro_f1"]
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--shared", type=Path, required=True)
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--steps", type=int, default=300)
@@ -123,9 +144,20 @@ def main() -> None:
     results = {}
     for name, config in runs.items():
         run_started = time.time()
-        final = pretrain(PretrainConfig(data=str(args.work / "shards"), out=str(args.work / name), model=config,
-                                        steps=args.steps, batch_size=args.batch_size, warmup_steps=20,
-                                        log_every=10, checkpoint_every=100, num_workers=1, lr=5e-4))
+        final = pretrain(
+            PretrainConfig(
+                data=str(args.work / "shards"),
+                out=str(args.work / name),
+                model=config,
+                steps=args.steps,
+                batch_size=args.batch_size,
+                warmup_steps=20,
+                log_every=10,
+                checkpoint_every=100,
+                num_workers=1,
+                lr=5e-4,
+            )
+        )
         history = [json.loads(line) for line in (args.work / name / "metrics.jsonl").read_text().splitlines()]
         results[name] = {"final": final, "first": history[0], "minutes": (time.time() - run_started) / 60}
         print(name, json.dumps(results[name]), flush=True)
@@ -133,15 +165,26 @@ def main() -> None:
     cells, labels, images = probe_data(args.shared)
     probes = {"random_init": linear_probe(_seeded(CONFIG), cells, labels, images)}
     for name in runs:
-        probes[name] = linear_probe(GeoLink.from_checkpoint(args.work / name / "model.safetensors"), cells, labels, images)
+        probes[name] = linear_probe(
+            GeoLink.from_checkpoint(args.work / name / "model.safetensors"), cells, labels, images
+        )
     print(json.dumps(probes), flush=True)
-    report = {"counts": counts, "runs": results, "probes": probes, "steps": args.steps, "batch_size": args.batch_size,
-              "hours": (time.time() - started) / 3600, "machine": f"{platform.machine()} CPU, "
-              f"{torch.get_num_threads()} threads, torch {torch.__version__}"}
+    report = {
+        "counts": counts,
+        "runs": results,
+        "probes": probes,
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "hours": (time.time() - started) / 3600,
+        "machine": f"{platform.machine()} CPU, {torch.get_num_threads()} threads, torch {torch.__version__}",
+    }
     (args.work / "report.json").write_text(json.dumps(report, indent=1))
     WEIGHTS.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(GeoLink.from_checkpoint(args.work / "geolink" / "model.safetensors"),
-                    WEIGHTS / "geolink_default.safetensors", dtype=torch.float16)
+    save_checkpoint(
+        GeoLink.from_checkpoint(args.work / "geolink" / "model.safetensors"),
+        WEIGHTS / "geolink_default.safetensors",
+        dtype=torch.float16,
+    )
 
 
 def _seeded(config: GeoLinkConfig) -> GeoLink:

@@ -33,7 +33,9 @@ class PretrainConfig:
 
     data: str
     out: str
-    model: GeoLinkConfig = field(default_factory=lambda: GeoLinkConfig(architecture="vit_tiny_patch16_224", osm_in_chans=384))
+    model: GeoLinkConfig = field(
+        default_factory=lambda: GeoLinkConfig(architecture="vit_tiny_patch16_224", osm_in_chans=384)
+    )
     steps: int = 1000
     batch_size: int = 32
     accumulate: int = 1
@@ -92,16 +94,26 @@ def pretrain(config: PretrainConfig) -> dict[str, float]:
     optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.lr, betas=(0.9, 0.95))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(config))
     state = _resume(out, config, model, optimizer, scheduler)
-    wrapped = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if ddp.world > 1 else model
+    wrapped = (
+        DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        if ddp.world > 1
+        else model
+    )
 
     autocast_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     batches = _batches(dataset, config, ddp, state["epoch"], state["batch_in_epoch"])
-    progress = tqdm(total=config.steps, initial=state["step"], desc="pretrain", disable=not ddp.main, unit="step")
+    progress = tqdm(
+        total=config.steps, initial=state["step"], desc="pretrain", disable=not ddp.main, unit="step"
+    )
     metrics: dict[str, float] = {}
     window, window_start, flops_per_image = [], time.perf_counter(), None
     if ddp.main:
         (out / "config.json").write_text(config.to_json())
-    stop = config.steps if config.max_steps_per_run is None else min(config.steps, state["step"] + config.max_steps_per_run)
+    stop = (
+        config.steps
+        if config.max_steps_per_run is None
+        else min(config.steps, state["step"] + config.max_steps_per_run)
+    )
     while state["step"] < stop:
         optimizer.zero_grad(set_to_none=True)
         losses = torch.zeros(4, device=device)
@@ -112,12 +124,17 @@ def pretrain(config: PretrainConfig) -> dict[str, float]:
             images, graphs = images.to(device, non_blocking=True), graphs.to(device)
             sync = micro == config.accumulate - 1 or ddp.world == 1
             context = wrapped.no_sync() if not sync else nullcontext()
-            with context, torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype != torch.float32):
+            with (
+                context,
+                torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype != torch.float32),
+            ):
                 if flops_per_image is None and device.type == "cuda":
                     flops_per_image = _measure_flops(wrapped, images, graphs)
                 result = wrapped(images, graphs)
                 (result.loss / config.accumulate).backward()
-            losses += torch.stack([result.loss, result.image_loss, result.contrastive_loss, result.node_loss]).detach()
+            losses += torch.stack(
+                [result.loss, result.image_loss, result.contrastive_loss, result.node_loss]
+            ).detach()
             images_seen += images.size(0)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 3.0)
         optimizer.step()
@@ -127,8 +144,17 @@ def pretrain(config: PretrainConfig) -> dict[str, float]:
         progress.update(1)
 
         if state["step"] % config.log_every == 0 or state["step"] == config.steps:
-            metrics = _log(out, ddp, state["step"], window, images_seen * ddp.world * len(window),
-                           time.perf_counter() - window_start, flops_per_image, device, scheduler.get_last_lr()[0])
+            metrics = _log(
+                out,
+                ddp,
+                state["step"],
+                window,
+                images_seen * ddp.world * len(window),
+                time.perf_counter() - window_start,
+                flops_per_image,
+                device,
+                scheduler.get_last_lr()[0],
+            )
             progress.set_postfix(loss=f"{metrics['loss']:.3f}", img_s=f"{metrics['images_per_s']:.1f}")
             window, window_start = [], time.perf_counter()
         if ddp.main and (state["step"] % config.checkpoint_every == 0 or state["step"] == stop):
@@ -159,7 +185,9 @@ def _param_groups(model: GeoLink, weight_decay: float) -> list[dict]:
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
-        (no_decay if parameter.ndim <= 1 or name.endswith("token") or "mask_token" in name else decay).append(parameter)
+        (no_decay if parameter.ndim <= 1 or name.endswith("token") or "mask_token" in name else decay).append(
+            parameter
+        )
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
@@ -179,13 +207,21 @@ def _batches(
     dataset: PretrainDataset, config: PretrainConfig, ddp: _Distributed, epoch: int, skip: int
 ) -> Iterator[tuple[int, int, tuple]]:
     """Endless (epoch, batch index, batch) stream; the order depends only on (seed, epoch), so resume is exact."""
-    sampler = DistributedSampler(dataset, num_replicas=ddp.world, rank=ddp.rank, shuffle=True, seed=config.seed)
+    sampler = DistributedSampler(
+        dataset, num_replicas=ddp.world, rank=ddp.rank, shuffle=True, seed=config.seed
+    )
     while True:
         sampler.set_epoch(epoch)
         dataset.set_epoch(epoch)
-        loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, collate_fn=collate,
-                            num_workers=config.num_workers, drop_last=len(dataset) >= config.batch_size * ddp.world,
-                            persistent_workers=False)
+        loader = DataLoader(
+            dataset,
+            batch_size=config.batch_size,
+            sampler=sampler,
+            collate_fn=collate,
+            num_workers=config.num_workers,
+            drop_last=len(dataset) >= config.batch_size * ddp.world,
+            persistent_workers=False,
+        )
         for index, batch in enumerate(loader):
             if index >= skip:
                 yield epoch, index, batch
@@ -210,22 +246,42 @@ def _resume(out: Path, config: PretrainConfig, model, optimizer, scheduler) -> d
 
 def _save(out: Path, config: PretrainConfig, model, optimizer, scheduler, state: dict) -> None:
     """Write the checkpoint atomically (a kill mid-write leaves the previous one)."""
-    payload = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-               "state": dict(state), "model_config": config.model.to_json()}
+    payload = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "state": dict(state),
+        "model_config": config.model.to_json(),
+    }
     tmp = out / (CHECKPOINT + ".tmp")
     torch.save(payload, tmp)
     os.replace(tmp, out / CHECKPOINT)
 
 
-def _log(out: Path, ddp: _Distributed, step: int, window: list[torch.Tensor], images: int, seconds: float,
-         flops_per_image: float | None, device: torch.device, lr: float) -> dict[str, float]:
+def _log(
+    out: Path,
+    ddp: _Distributed,
+    step: int,
+    window: list[torch.Tensor],
+    images: int,
+    seconds: float,
+    flops_per_image: float | None,
+    device: torch.device,
+    lr: float,
+) -> dict[str, float]:
     mean = torch.stack(window).mean(0)
     if ddp.world > 1:
         dist.all_reduce(mean)
         mean /= ddp.world
-    metrics = {"step": step, "loss": mean[0].item(), "image_loss": mean[1].item(),
-               "contrastive_loss": mean[2].item(), "node_loss": mean[3].item(),
-               "images_per_s": images / seconds, "lr": lr}
+    metrics = {
+        "step": step,
+        "loss": mean[0].item(),
+        "image_loss": mean[1].item(),
+        "contrastive_loss": mean[2].item(),
+        "node_loss": mean[3].item(),
+        "images_per_s": images / seconds,
+        "lr": lr,
+    }
     if flops_per_image is not None:
         achieved = flops_per_image * images / seconds / ddp.world
         metrics["model_tflops_per_gpu"] = achieved / 1e12

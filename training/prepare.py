@@ -48,7 +48,11 @@ def region_samples(spec: RegionPairs, builder: GraphBuilder) -> Iterator[Sample]
         index = OSMIndex(read_osm(spec.osm, (west - pad, south - pad, east + pad, north + pad)), crs)
     for chip in read_chips(source, cells, crs, min_valid=spec.min_valid):
         image = torch.from_numpy(chip.rgb()).permute(2, 0, 1).contiguous()
-        graph = builder.build(index.query(chip.spec.bounds), chip.spec) if index else empty_graph(builder.text_dim)
+        graph = (
+            builder.build(index.query(chip.spec.bounds), chip.spec)
+            if index
+            else empty_graph(builder.text_dim)
+        )
         yield Sample(image=image, graph=graph)
 
 

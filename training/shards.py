@@ -37,7 +37,9 @@ class Sample:
     graph: HeteroData
 
 
-def write_shards(samples: Iterable[Sample], directory: str | Path, samples_per_shard: int = 256) -> list[Path]:
+def write_shards(
+    samples: Iterable[Sample], directory: str | Path, samples_per_shard: int = 256
+) -> list[Path]:
     """Write ``samples`` as numbered shards in ``directory`` (each written atomically); return their paths."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

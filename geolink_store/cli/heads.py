@@ -16,20 +16,41 @@ def heads_group() -> None:
 
 
 def _train_options(command):
-    for option in reversed([
-        click.option("--db", required=True, help="Store: a directory or an s3://, gs://, az:// URI."),
-        click.option("--labels", "labels_path", required=True, type=click.Path(dir_okay=False),
-                     help="Points/polygons (GeoJSON, GPKG, GeoParquet), CSV of h3,label, or a label raster."),
-        click.option("--label-column", default="label", show_default=True),
-        click.option("--kind", type=click.Choice(["linear", "mlp", "knn"]), default="linear", show_default=True),
-        click.option("--split", type=click.Choice(["spatial", "random"]), default="spatial", show_default=True,
-                     help="spatial: whole blocks of coarser H3 parents on one side."),
-        click.option("--min-share", type=click.FloatRange(0, 1), default=0.5, show_default=True,
-                     help="Share of a cell a polygon must cover to label it."),
-        click.option("--model", "model_id", help="Model id (default: the store's only model)."),
-        click.option("--seed", type=int, default=0, show_default=True),
-        click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True),
-    ]):
+    for option in reversed(
+        [
+            click.option("--db", required=True, help="Store: a directory or an s3://, gs://, az:// URI."),
+            click.option(
+                "--labels",
+                "labels_path",
+                required=True,
+                type=click.Path(dir_okay=False),
+                help="Points/polygons (GeoJSON, GPKG, GeoParquet), CSV of h3,label, or a label raster.",
+            ),
+            click.option("--label-column", default="label", show_default=True),
+            click.option(
+                "--kind", type=click.Choice(["linear", "mlp", "knn"]), default="linear", show_default=True
+            ),
+            click.option(
+                "--split",
+                type=click.Choice(["spatial", "random"]),
+                default="spatial",
+                show_default=True,
+                help="spatial: whole blocks of coarser H3 parents on one side.",
+            ),
+            click.option(
+                "--min-share",
+                type=click.FloatRange(0, 1),
+                default=0.5,
+                show_default=True,
+                help="Share of a cell a polygon must cover to label it.",
+            ),
+            click.option("--model", "model_id", help="Model id (default: the store's only model)."),
+            click.option("--seed", type=int, default=0, show_default=True),
+            click.option(
+                "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
+            ),
+        ]
+    ):
         command = option(command)
     return command
 
@@ -37,57 +58,108 @@ def _train_options(command):
 @heads_group.command("train")
 @_train_options
 @click.option("--modality", type=click.Choice(HEAD_MODALITIES), default="fused", show_default=True)
-def train(db: str, labels_path: str, label_column: str, kind: str, split: str, min_share: float,
-          model_id: str | None, seed: int, fmt: str, modality: str) -> None:
+def train(
+    db: str,
+    labels_path: str,
+    label_column: str,
+    kind: str,
+    split: str,
+    min_share: float,
+    model_id: str | None,
+    seed: int,
+    fmt: str,
+    modality: str,
+) -> None:
     """Train a head on labelled cells and save it in the store's heads table."""
     from geolink_store.heads.from_store import train_from_store
 
-    trained = train_from_store(Store.open(db), labels_path, label_column, modality=modality, kind=kind, split=split,
-                               model_id=model_id, min_share=min_share, seed=seed)
+    trained = train_from_store(
+        Store.open(db),
+        labels_path,
+        label_column,
+        modality=modality,
+        kind=kind,
+        split=split,
+        model_id=model_id,
+        min_share=min_share,
+        seed=seed,
+    )
     if fmt == "json":
-        click.echo(json.dumps({"head_id": trained.head_id, "metrics": trained.metrics, "dropped": trained.dropped}))
+        click.echo(
+            json.dumps({"head_id": trained.head_id, "metrics": trained.metrics, "dropped": trained.dropped})
+        )
         return
     m = trained.metrics
     for reason, count in trained.dropped.items():
         click.echo(f"note: {count} {reason}", err=True)
-    click.echo(f"head {trained.head_id}: {kind} on {modality} vectors, {split} split "
-               f"({m['train']} train / {m['test']} test)")
-    click.echo(f"accuracy {m['accuracy']:.3f}  macro-F1 {m['macro_f1']:.3f}  mIoU {m['miou']:.3f}   "
-               f"majority baseline ({m['majority_baseline']['class']}): accuracy "
-               f"{m['majority_baseline']['accuracy']:.3f}  macro-F1 {m['majority_baseline']['macro_f1']:.3f}")
+    click.echo(
+        f"head {trained.head_id}: {kind} on {modality} vectors, {split} split "
+        f"({m['train']} train / {m['test']} test)"
+    )
+    click.echo(
+        f"accuracy {m['accuracy']:.3f}  macro-F1 {m['macro_f1']:.3f}  mIoU {m['miou']:.3f}   "
+        f"majority baseline ({m['majority_baseline']['class']}): accuracy "
+        f"{m['majority_baseline']['accuracy']:.3f}  macro-F1 {m['majority_baseline']['macro_f1']:.3f}"
+    )
     click.echo("per-class F1: " + ", ".join(f"{c} {f:.3f}" for c, f in m["per_class_f1"].items()))
 
 
 @heads_group.command("compare")
 @_train_options
-def compare(db: str, labels_path: str, label_column: str, kind: str, split: str, min_share: float,
-            model_id: str | None, seed: int, fmt: str) -> None:
+def compare(
+    db: str,
+    labels_path: str,
+    label_column: str,
+    kind: str,
+    split: str,
+    min_share: float,
+    model_id: str | None,
+    seed: int,
+    fmt: str,
+) -> None:
     """Train one head per modality on the same split and compare them."""
     from geolink_store.heads.from_store import train_from_store
 
     store = Store.open(db)
     rows = []
     for modality in HEAD_MODALITIES:
-        trained = train_from_store(store, labels_path, label_column, modality=modality, kind=kind, split=split,
-                                   model_id=model_id, min_share=min_share, seed=seed)
-        rows.append({"modality": modality, "head_id": trained.head_id} | {
-            k: trained.metrics[k] for k in ("accuracy", "macro_f1", "miou", "train", "test")
-        } | {"baseline_macro_f1": trained.metrics["majority_baseline"]["macro_f1"]})
+        trained = train_from_store(
+            store,
+            labels_path,
+            label_column,
+            modality=modality,
+            kind=kind,
+            split=split,
+            model_id=model_id,
+            min_share=min_share,
+            seed=seed,
+        )
+        rows.append(
+            {"modality": modality, "head_id": trained.head_id}
+            | {k: trained.metrics[k] for k in ("accuracy", "macro_f1", "miou", "train", "test")}
+            | {"baseline_macro_f1": trained.metrics["majority_baseline"]["macro_f1"]}
+        )
     if fmt == "json":
         click.echo(json.dumps(rows))
         return
-    click.echo(f"{'modality':<9} {'accuracy':>8} {'macro-F1':>8} {'mIoU':>6} {'baseline F1':>11} {'train':>6} "
-               f"{'test':>5}  head")
+    click.echo(
+        f"{'modality':<9} {'accuracy':>8} {'macro-F1':>8} {'mIoU':>6} {'baseline F1':>11} {'train':>6} "
+        f"{'test':>5}  head"
+    )
     for r in rows:
-        click.echo(f"{r['modality']:<9} {r['accuracy']:8.3f} {r['macro_f1']:8.3f} {r['miou']:6.3f} "
-                   f"{r['baseline_macro_f1']:11.3f} {r['train']:6d} {r['test']:5d}  {r['head_id']}")
+        click.echo(
+            f"{r['modality']:<9} {r['accuracy']:8.3f} {r['macro_f1']:8.3f} {r['miou']:6.3f} "
+            f"{r['baseline_macro_f1']:11.3f} {r['train']:6d} {r['test']:5d}  {r['head_id']}"
+        )
 
 
 @heads_group.command("predict")
 @click.option("--db", required=True, help="Store: a directory or an s3://, gs://, az:// URI.")
 @click.option("--head", "head_id", required=True, help="Head id (see `geolink heads list`).")
 @click.option("--model", "model_id", help="Refuse unless the head was trained on this model's vectors.")
-@click.option("--map", "map_path", type=click.Path(dir_okay=False), help="Also draw the predictions (.png or .html).")
+@click.option(
+    "--map", "map_path", type=click.Path(dir_okay=False), help="Also draw the predictions (.png or .html)."
+)
 def predict(db: str, head_id: str, model_id: str | None, map_path: str | None) -> None:
     """Fill the predictions table for every stored cell of the head's model."""
     from geolink_store.heads.from_store import predict_from_store
@@ -95,8 +167,10 @@ def predict(db: str, head_id: str, model_id: str | None, map_path: str | None) -
     store = Store.open(db)
     predictions = predict_from_store(store, head_id, model_id)
     counts = predictions.group_by("label").aggregate([("label", "count")]).to_pylist()
-    click.echo(f"{predictions.num_rows} predictions written: " +
-               ", ".join(f"{c['label']} {c['label_count']}" for c in counts))
+    click.echo(
+        f"{predictions.num_rows} predictions written: "
+        + ", ".join(f"{c['label']} {c['label_count']}" for c in counts)
+    )
     if map_path:
         from geolink_store.query.maps import predictions_map
 
@@ -116,5 +190,7 @@ def list_command(db: str, fmt: str) -> None:
         click.echo(json.dumps(heads, default=str))
         return
     for h in heads:
-        click.echo(f"{h['head_id']}  {h['kind']:<6} {h['modality']:<6} {h['table']:<7} model {h['model_id']}  "
-                   f"macro-F1 {h['metrics']['macro_f1']:.3f}  classes {', '.join(h['classes'])}  ({h['labels']})")
+        click.echo(
+            f"{h['head_id']}  {h['kind']:<6} {h['modality']:<6} {h['table']:<7} model {h['model_id']}  "
+            f"macro-F1 {h['metrics']['macro_f1']:.3f}  classes {', '.join(h['classes'])}  ({h['labels']})"
+        )

@@ -14,7 +14,8 @@ from tqdm import tqdm
 @contextmanager
 def progress_bars() -> Iterator[Callable[[int], Callable[[int], None]]]:
     """A factory of tqdm bars on stderr (cells/s), each advanced by the cells a batch finished. Every bar is closed
-    on exit, so that an error raised mid-run prints on a line of its own."""
+    on exit, so that an error raised mid-run prints on a line of its own.
+    """
     bars: list[tqdm] = []
 
     def open_bar(total: int) -> Callable[[int], None]:
@@ -44,43 +45,116 @@ def _summary(report) -> str:
     )
 
 
-@click.command("ingest", epilog="Example: geolink ingest --db store --region 32.59,0.35,32.60,0.36 "
-                                "--imagery tiles/ --osm kampala.osm.pbf --res 12")
-@click.option("--db", required=True, help="Store: a directory or an s3://, gs://, az:// URI (created if absent).")
-@click.option("--region", required=True, help="W,S,E,N in degrees, a GeoJSON/GPKG/GeoParquet file, or H3 cells.")
-@click.option("--imagery", required=True, multiple=True, help="GeoTIFF/COG or slippy-map tile folder; repeatable "
-                                                              "(a mosaic, in priority order).")
+@click.command(
+    "ingest",
+    epilog="Example: geolink ingest --db store --region 32.59,0.35,32.60,0.36 "
+    "--imagery tiles/ --osm kampala.osm.pbf --res 12",
+)
+@click.option(
+    "--db", required=True, help="Store: a directory or an s3://, gs://, az:// URI (created if absent)."
+)
+@click.option(
+    "--region", required=True, help="W,S,E,N in degrees, a GeoJSON/GPKG/GeoParquet file, or H3 cells."
+)
+@click.option(
+    "--imagery",
+    required=True,
+    multiple=True,
+    help="GeoTIFF/COG or slippy-map tile folder; repeatable (a mosaic, in priority order).",
+)
 @click.option("--osm", required=True, help="OSM PBF, GeoJSON/GPKG/GeoParquet, or an official example folder.")
-@click.option("--res", type=click.IntRange(0, 15), default=9, show_default=True, help="H3 resolution of the cells.")
-@click.option("--fine-res", type=click.IntRange(0, 15), default=None, help="Resolution of patch cells [res + 2].")
-@click.option("--model", "checkpoint", type=click.Path(), help="Checkpoint (official .pth or ours); default: bundled.")
+@click.option(
+    "--res", type=click.IntRange(0, 15), default=9, show_default=True, help="H3 resolution of the cells."
+)
+@click.option(
+    "--fine-res", type=click.IntRange(0, 15), default=None, help="Resolution of patch cells [res + 2]."
+)
+@click.option(
+    "--model", "checkpoint", type=click.Path(), help="Checkpoint (official .pth or ours); default: bundled."
+)
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
-@click.option("--min-valid", type=click.FloatRange(0, 1), default=0.5, show_default=True,
-              help="Skip cells whose chip holds less than this share of valid imagery.")
-@click.option("--overwrite", is_flag=True, help="Re-encode cells already stored for this model (default: resume).")
-@click.option("--osm-only", is_flag=True, help="Cells without imagery but with OSM get their OSM vector alone "
-                                               "(image and fused null) instead of being skipped.")
-@click.option("--partition-levels", type=click.IntRange(0, 15), default=3, show_default=True,
-              help="Partition the cells by their parent this many resolutions coarser (3: ~343 cells each).")
-@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
-              help="Encode in this process, or on a Ray cluster (pip install 'geolink-store[ray]').")
-@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
-              help="Ray engine: encoder actors (one GPU each on a GPU cluster, else --cpus-per-worker cores).")
-@click.option("--cpus-per-worker", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Ray engine: cores (torch threads) per CPU encoder actor.")
-@click.option("--ray-address", default=None, help="Ray engine: a running cluster ('auto', 'ray://head:10001'); "
-                                                  "default: a new local cluster.")
+@click.option(
+    "--min-valid",
+    type=click.FloatRange(0, 1),
+    default=0.5,
+    show_default=True,
+    help="Skip cells whose chip holds less than this share of valid imagery.",
+)
+@click.option(
+    "--overwrite", is_flag=True, help="Re-encode cells already stored for this model (default: resume)."
+)
+@click.option(
+    "--osm-only",
+    is_flag=True,
+    help="Cells without imagery but with OSM get their OSM vector alone "
+    "(image and fused null) instead of being skipped.",
+)
+@click.option(
+    "--partition-levels",
+    type=click.IntRange(0, 15),
+    default=3,
+    show_default=True,
+    help="Partition the cells by their parent this many resolutions coarser (3: ~343 cells each).",
+)
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="Encode in this process, or on a Ray cluster (pip install 'geolink-store[ray]').",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="Ray engine: encoder actors (one GPU each on a GPU cluster, else --cpus-per-worker cores).",
+)
+@click.option(
+    "--cpus-per-worker",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Ray engine: cores (torch threads) per CPU encoder actor.",
+)
+@click.option(
+    "--ray-address",
+    default=None,
+    help="Ray engine: a running cluster ('auto', 'ray://head:10001'); default: a new local cluster.",
+)
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-def ingest_command(db: str, region: str, imagery: tuple[str, ...], osm: str, res: int, fine_res: int | None,
-                   checkpoint: str | None, batch_size: int, min_valid: float, overwrite: bool, osm_only: bool,
-                   partition_levels: int, engine: str, workers: int, cpus_per_worker: int, ray_address: str | None,
-                   fmt: str) -> None:
+def ingest_command(
+    db: str,
+    region: str,
+    imagery: tuple[str, ...],
+    osm: str,
+    res: int,
+    fine_res: int | None,
+    checkpoint: str | None,
+    batch_size: int,
+    min_valid: float,
+    overwrite: bool,
+    osm_only: bool,
+    partition_levels: int,
+    engine: str,
+    workers: int,
+    cpus_per_worker: int,
+    ray_address: str | None,
+    fmt: str,
+) -> None:
     """Encode every cell of a region into the store: image, OSM and fused vectors per cell and per patch."""
     from geolink_store.ingest.plan import IngestSettings, ingest
     from model import GeoLink
 
-    settings = IngestSettings(res=res, fine_res=fine_res, batch_size=batch_size, min_valid=min_valid,
-                              overwrite=overwrite, osm_only=osm_only, partition_levels=partition_levels)
+    settings = IngestSettings(
+        res=res,
+        fine_res=fine_res,
+        batch_size=batch_size,
+        min_valid=min_valid,
+        overwrite=overwrite,
+        osm_only=osm_only,
+        partition_levels=partition_levels,
+    )
     model = GeoLink.from_checkpoint(checkpoint) if checkpoint else GeoLink.default()
     runner = None
     if engine == "ray":
@@ -88,19 +162,36 @@ def ingest_command(db: str, region: str, imagery: tuple[str, ...], osm: str, res
 
         runner = RayEngine(workers=workers, cpus_per_worker=cpus_per_worker, address=ray_address)
     with progress_bars() as progress:
-        report = ingest(db, region, list(imagery), osm, model=model,
-                        model_name=Path(checkpoint).name if checkpoint else "default", settings=settings,
-                        engine=runner, progress=progress)
+        report = ingest(
+            db,
+            region,
+            list(imagery),
+            osm,
+            model=model,
+            model_name=Path(checkpoint).name if checkpoint else "default",
+            settings=settings,
+            engine=runner,
+            progress=progress,
+        )
     if fmt == "json":
-        click.echo(json.dumps({k: v for k, v in vars(report).items() if k != "skipped_cells"}
-                              | {"cells_per_s": report.cells_per_s}))
+        click.echo(
+            json.dumps(
+                {k: v for k, v in vars(report).items() if k != "skipped_cells"}
+                | {"cells_per_s": report.cells_per_s}
+            )
+        )
     else:
         click.echo(_summary(report))
 
 
 @click.command("demo")
-@click.option("--out", type=click.Path(file_okay=False), default="geolink-demo", show_default=True,
-              help="Folder for the store and the maps.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default="geolink-demo",
+    show_default=True,
+    help="Folder for the store and the maps.",
+)
 def demo_command(out: str) -> None:
     """The main job on the bundled sample region, offline: ingest, search, SQL, maps."""
     from geolink_store.demo import run_demo

@@ -9,26 +9,56 @@ from pathlib import Path
 import click
 
 
-@click.command("pretrain", epilog="Example: geolink pretrain --prepare --region 32.59,0.35,32.60,0.36 --imagery tiles/ "
-                                  "--osm buildings.geojson --res 12 --data shards/ && geolink pretrain --data shards/ "
-                                  "--out run/ --steps 1000.  Several processes: torchrun --nproc_per_node 8 -m training "
-                                  "--config run/config.json")
-@click.option("--data", required=True, type=click.Path(file_okay=False), help="Shard folder (written by --prepare).")
-@click.option("--out", type=click.Path(file_okay=False), help="Run folder: checkpoints, metrics, model (resumes).")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="A run config JSON (see run/config.json).")
-@click.option("--architecture", default="vit_tiny_patch16_224", show_default=True, help="timm ViT of the image encoder.")
+@click.command(
+    "pretrain",
+    epilog="Example: geolink pretrain --prepare --region 32.59,0.35,32.60,0.36 --imagery tiles/ "
+    "--osm buildings.geojson --res 12 --data shards/ && geolink pretrain --data shards/ "
+    "--out run/ --steps 1000.  Several processes: torchrun --nproc_per_node 8 -m training "
+    "--config run/config.json",
+)
+@click.option(
+    "--data", required=True, type=click.Path(file_okay=False), help="Shard folder (written by --prepare)."
+)
+@click.option(
+    "--out", type=click.Path(file_okay=False), help="Run folder: checkpoints, metrics, model (resumes)."
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    help="A run config JSON (see run/config.json).",
+)
+@click.option(
+    "--architecture", default="vit_tiny_patch16_224", show_default=True, help="timm ViT of the image encoder."
+)
 @click.option("--steps", type=click.IntRange(min=1), default=1000, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--lr", type=float, default=1.5e-4, show_default=True)
 @click.option("--init", type=click.Path(dir_okay=False), help="Start from this checkpoint.")
-@click.option("--prepare", is_flag=True, help="Write shards of (chip, graph) pairs into --data instead of training.")
+@click.option(
+    "--prepare", is_flag=True, help="Write shards of (chip, graph) pairs into --data instead of training."
+)
 @click.option("--region", help="With --prepare: W,S,E,N, a region file or H3 cells.")
 @click.option("--imagery", multiple=True, help="With --prepare: rasters or tile folders.")
 @click.option("--osm", help="With --prepare: OSM source (omit for image-only pairs).")
-@click.option("--res", type=click.IntRange(0, 15), default=12, show_default=True, help="With --prepare: H3 resolution.")
-def pretrain_command(data: str, out: str | None, config_file: str | None, architecture: str, steps: int,
-                     batch_size: int, lr: float, init: str | None, prepare: bool, region: str | None,
-                     imagery: tuple[str, ...], osm: str | None, res: int) -> None:
+@click.option(
+    "--res", type=click.IntRange(0, 15), default=12, show_default=True, help="With --prepare: H3 resolution."
+)
+def pretrain_command(
+    data: str,
+    out: str | None,
+    config_file: str | None,
+    architecture: str,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    init: str | None,
+    prepare: bool,
+    region: str | None,
+    imagery: tuple[str, ...],
+    osm: str | None,
+    res: int,
+) -> None:
     """Pretrain GeoLink on image + OSM pairs (the three losses), or prepare its shards."""
     from geolink_store.errors import GeolinkError
 
@@ -50,8 +80,15 @@ def pretrain_command(data: str, out: str | None, config_file: str | None, archit
     else:
         if out is None:
             raise GeolinkError("give --out (or --config)")
-        config = PretrainConfig(data=data, out=out, steps=steps, batch_size=batch_size, lr=lr, init=init,
-                                model=GeoLinkConfig(architecture=architecture, osm_in_chans=384, type_attention=True))
+        config = PretrainConfig(
+            data=data,
+            out=out,
+            steps=steps,
+            batch_size=batch_size,
+            lr=lr,
+            init=init,
+            model=GeoLinkConfig(architecture=architecture, osm_in_chans=384, type_attention=True),
+        )
     metrics = pretrain(config)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one line for the run
         click.echo(json.dumps(metrics))

@@ -29,19 +29,21 @@ from geolink_store.heads.train import (
 )
 from geolink_store.store.store import Store, sql_string
 
-HEADS_SCHEMA = pa.schema([
-    pa.field("head_id", pa.string(), nullable=False),
-    pa.field(MODEL_COLUMN, pa.string(), nullable=False),
-    pa.field("table", pa.string(), nullable=False),
-    pa.field("modality", pa.string(), nullable=False),
-    pa.field("kind", pa.string(), nullable=False),
-    pa.field("dim", pa.int32(), nullable=False),
-    pa.field("classes", pa.string(), nullable=False),  # JSON list
-    pa.field("metrics", pa.string(), nullable=False),  # JSON object
-    pa.field("weights", pa.binary(), nullable=False),  # safetensors bytes
-    pa.field("labels", pa.string(), nullable=False),  # the labels file and column it was trained on
-    pa.field("created", pa.timestamp("us", tz="UTC"), nullable=False),
-])
+HEADS_SCHEMA = pa.schema(
+    [
+        pa.field("head_id", pa.string(), nullable=False),
+        pa.field(MODEL_COLUMN, pa.string(), nullable=False),
+        pa.field("table", pa.string(), nullable=False),
+        pa.field("modality", pa.string(), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),
+        pa.field("dim", pa.int32(), nullable=False),
+        pa.field("classes", pa.string(), nullable=False),  # JSON list
+        pa.field("metrics", pa.string(), nullable=False),  # JSON object
+        pa.field("weights", pa.binary(), nullable=False),  # safetensors bytes
+        pa.field("labels", pa.string(), nullable=False),  # the labels file and column it was trained on
+        pa.field("created", pa.timestamp("us", tz="UTC"), nullable=False),
+    ]
+)
 
 
 @dataclass(frozen=True)
@@ -87,29 +89,59 @@ def train_from_store(
     rows, names = rows[usable], names[usable]
     classes = sorted(set(names.tolist()))
     if len(classes) < 2:
-        raise GeolinkError(f"the labels matched to stored cells hold a single class ({classes}): a head needs two or more")
+        raise GeolinkError(
+            f"the labels matched to stored cells hold a single class ({classes}): a head needs two or more"
+        )
     y = np.searchsorted(classes, names)
     x = vectors[rows]
-    parts = spatial_split(cells[rows], test_fraction, seed=seed) if split == "spatial" else random_split(len(rows), test_fraction, seed)
+    parts = (
+        spatial_split(cells[rows], test_fraction, seed=seed)
+        if split == "spatial"
+        else random_split(len(rows), test_fraction, seed)
+    )
     head = train_head(x[parts.train], y[parts.train], classes, kind=kind, seed=seed)
     predicted, _ = head.predict(x[parts.test])
     metrics = classification_metrics(y[parts.test], predicted, classes) | {
-        "split": split, "train": int(parts.train.sum()), "test": int(parts.test.sum()), "table": table,
-        "modality": modality, "kind": kind,
+        "split": split,
+        "train": int(parts.train.sum()),
+        "test": int(parts.test.sum()),
+        "table": table,
+        "modality": modality,
+        "kind": kind,
     }
     weights = head.to_bytes()
-    head_id = hashlib.sha256(b"|".join([model_id.encode(), table.encode(), modality.encode(), kind.encode(),
-                                        f"{labels_path.name}:{label_column}".encode(), weights])).hexdigest()[:12]
+    head_id = hashlib.sha256(
+        b"|".join(
+            [
+                model_id.encode(),
+                table.encode(),
+                modality.encode(),
+                kind.encode(),
+                f"{labels_path.name}:{label_column}".encode(),
+                weights,
+            ]
+        )
+    ).hexdigest()[:12]
     row = {
-        "head_id": [head_id], MODEL_COLUMN: [model_id], "table": [table], "modality": [modality], "kind": [kind],
-        "dim": [x.shape[1]], "classes": [json.dumps(classes)], "metrics": [json.dumps(metrics)], "weights": [weights],
-        "labels": [f"{labels_path.name}:{label_column}"], "created": [datetime.now(UTC)],
+        "head_id": [head_id],
+        MODEL_COLUMN: [model_id],
+        "table": [table],
+        "modality": [modality],
+        "kind": [kind],
+        "dim": [x.shape[1]],
+        "classes": [json.dumps(classes)],
+        "metrics": [json.dumps(metrics)],
+        "weights": [weights],
+        "labels": [f"{labels_path.name}:{label_column}"],
+        "created": [datetime.now(UTC)],
     }
     store.upsert("heads", pa.Table.from_pydict(row, schema=HEADS_SCHEMA))
     return TrainedHead(head_id=head_id, metrics=metrics, dropped=dropped | labels.dropped)
 
 
-def stored_vectors(store: Store, table: str, model_id: str, modality: HeadModality) -> tuple[np.ndarray, np.ndarray]:
+def stored_vectors(
+    store: Store, table: str, model_id: str, modality: HeadModality
+) -> tuple[np.ndarray, np.ndarray]:
     """The H3 ids and (N, D) float32 vectors of one model; ``concat`` joins image, OSM and fused vectors.
 
     Missing OSM vectors are NaN rows for ``osm`` and zeros inside ``concat``.
@@ -117,8 +149,14 @@ def stored_vectors(store: Store, table: str, model_id: str, modality: HeadModali
     columns = ["image", "osm", "fused"] if modality == "concat" else [modality]
     if table == "patches" and "osm" in columns:
         raise GeolinkError("patches hold image and fused vectors only: use --modality image or fused")
-    data = (store.table(table).search().where(f"{MODEL_COLUMN} = {sql_string(model_id)}")
-            .select([H3_COLUMN, *columns]).limit(None).to_arrow())
+    data = (
+        store.table(table)
+        .search()
+        .where(f"{MODEL_COLUMN} = {sql_string(model_id)}")
+        .select([H3_COLUMN, *columns])
+        .limit(None)
+        .to_arrow()
+    )
     blocks = []
     for column in columns:
         values = data[column].combine_chunks()
@@ -136,12 +174,23 @@ def _join(labels: CellLabels, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray
     outside = int((~found).sum())
     if not found.any():
         raise GeolinkError(f"none of the {labels.cells.size} labelled cells is in the store for this model")
-    return order[position[found]], labels.labels[found], {"labels outside the store's cells": outside} if outside else {}
+    return (
+        order[position[found]],
+        labels.labels[found],
+        {"labels outside the store's cells": outside} if outside else {},
+    )
 
 
 def load_head(store: Store, head_id: str) -> tuple[dict, Head]:
     """A saved head's row (without weights) and the head itself."""
-    found = store.table("heads").search().where(f"head_id = {sql_string(head_id)}").limit(1).to_arrow().to_pylist()
+    found = (
+        store.table("heads")
+        .search()
+        .where(f"head_id = {sql_string(head_id)}")
+        .limit(1)
+        .to_arrow()
+        .to_pylist()
+    )
     if not found:
         raise GeolinkError(f"no head {head_id!r} in {store.location} (see `geolink heads list`)")
     row = found[0]
@@ -160,19 +209,24 @@ def predict_from_store(store: Store, head_id: str, model_id: str | None = None) 
     store.default_model(row[MODEL_COLUMN], row["table"])
     cells, vectors = stored_vectors(store, row["table"], row[MODEL_COLUMN], row["modality"])
     if vectors.shape[1] != head.dim:
-        raise GeolinkError(f"head {head_id} takes {head.dim}-d vectors but the store's are {vectors.shape[1]}-d")
+        raise GeolinkError(
+            f"head {head_id} takes {head.dim}-d vectors but the store's are {vectors.shape[1]}-d"
+        )
     usable = ~np.isnan(vectors).any(axis=1)
     predicted, probabilities = head.predict(vectors[usable])
     classes = np.array(row["classes"])
-    table = pa.Table.from_pydict({
-        "head_id": [head_id] * int(usable.sum()),
-        H3_COLUMN: cells[usable],
-        "label": classes[predicted].tolist(),
-        "score": probabilities.max(axis=1).astype(np.float32),
-        "probabilities": pa.FixedSizeListArray.from_arrays(pa.array(probabilities.astype(np.float32).ravel()),
-                                                           len(classes)),
-        MODEL_COLUMN: [row[MODEL_COLUMN]] * int(usable.sum()),
-    })
+    table = pa.Table.from_pydict(
+        {
+            "head_id": [head_id] * int(usable.sum()),
+            H3_COLUMN: cells[usable],
+            "label": classes[predicted].tolist(),
+            "score": probabilities.max(axis=1).astype(np.float32),
+            "probabilities": pa.FixedSizeListArray.from_arrays(
+                pa.array(probabilities.astype(np.float32).ravel()), len(classes)
+            ),
+            MODEL_COLUMN: [row[MODEL_COLUMN]] * int(usable.sum()),
+        }
+    )
     store.upsert("predictions", table)
     return table
 
@@ -182,4 +236,7 @@ def list_heads(store: Store) -> list[dict]:
     if "heads" not in store.table_names():
         return []
     rows = store.table("heads").search().select([f for f in HEADS_SCHEMA.names if f != "weights"]).limit(None)
-    return [r | {"classes": json.loads(r["classes"]), "metrics": json.loads(r["metrics"])} for r in rows.to_arrow().to_pylist()]
+    return [
+        r | {"classes": json.loads(r["classes"]), "metrics": json.loads(r["metrics"])}
+        for r in rows.to_arrow().to_pylist()
+    ]

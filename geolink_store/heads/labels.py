@@ -65,11 +65,17 @@ def _from_csv(path: Path, label_column: str, res: int) -> CellLabels:
 
 def _from_vector(path: Path, label_column: str, res: int, min_share: float) -> CellLabels:
     try:
-        frame = gpd.read_parquet(path) if path.suffix.lower() in (".parquet", ".geoparquet") else gpd.read_file(path)
+        frame = (
+            gpd.read_parquet(path)
+            if path.suffix.lower() in (".parquet", ".geoparquet")
+            else gpd.read_file(path)
+        )
     except Exception as error:  # fiona/pyogrio raise many driver-specific types
         raise GeolinkError(f"{path.name}: cannot read labels ({str(error).splitlines()[0]})") from None
     if label_column not in frame.columns:
-        raise GeolinkError(f"{path.name} has no column {label_column!r} (columns: {', '.join(map(str, frame.columns))})")
+        raise GeolinkError(
+            f"{path.name} has no column {label_column!r} (columns: {', '.join(map(str, frame.columns))})"
+        )
     if frame.crs is None:
         raise GeolinkError(f"{path.name}: labels without a CRS; write the file with one (e.g. EPSG:4326)")
     frame = frame[frame.geometry.notna() & frame[label_column].notna()].to_crs(WGS84)
@@ -77,11 +83,15 @@ def _from_vector(path: Path, label_column: str, res: int, min_share: float) -> C
     parts = frame.explode(index_parts=False)
     points = parts[parts.geom_type == "Point"]
     polygons = parts[parts.geom_type == "Polygon"]
-    votes = [pd.DataFrame({
-        "h3": np.array([h3.latlng_to_cell(p.y, p.x, res) for p in points.geometry], dtype=np.int64),
-        "label": points[label_column].astype(str).to_numpy(),
-        "weight": 1.0,
-    })]
+    votes = [
+        pd.DataFrame(
+            {
+                "h3": np.array([h3.latlng_to_cell(p.y, p.x, res) for p in points.geometry], dtype=np.int64),
+                "label": points[label_column].astype(str).to_numpy(),
+                "weight": 1.0,
+            }
+        )
+    ]
     if len(polygons):
         votes.append(_polygon_votes(polygons, label_column, res, min_share))
     return _resolve(pd.concat(votes), {"other geometry types": int(len(parts) - len(points) - len(polygons))})
@@ -95,7 +105,9 @@ def _polygon_votes(polygons: gpd.GeoDataFrame, label_column: str, res: int, min_
         for cell in h3.h3shape_to_cells_experimental(shape, res, contain="overlap"):
             rows.append((cell, label, geometry))
     if not rows:
-        return pd.DataFrame({"h3": np.empty(0, np.int64), "label": np.empty(0, object), "weight": np.empty(0)})
+        return pd.DataFrame(
+            {"h3": np.empty(0, np.int64), "label": np.empty(0, object), "weight": np.empty(0)}
+        )
     cells = np.array([r[0] for r in rows], dtype=np.int64)
     hexagons = gpd.GeoSeries(cell_geometries(cells), crs=WGS84)
     covers = gpd.GeoSeries([r[2] for r in rows], crs=WGS84)
@@ -103,7 +115,9 @@ def _polygon_votes(polygons: gpd.GeoDataFrame, label_column: str, res: int, min_
     hexagons, covers = hexagons.to_crs(metric), covers.to_crs(metric)
     share = shapely.area(shapely.intersection(hexagons.values, covers.values)) / shapely.area(hexagons.values)
     keep = share >= min_share
-    return pd.DataFrame({"h3": cells[keep], "label": np.array([r[1] for r in rows])[keep], "weight": share[keep]})
+    return pd.DataFrame(
+        {"h3": cells[keep], "label": np.array([r[1] for r in rows])[keep], "weight": share[keep]}
+    )
 
 
 def coverage_share(cells: np.ndarray, polygons: gpd.GeoDataFrame) -> np.ndarray:
@@ -124,7 +138,9 @@ def _resolve(votes: pd.DataFrame, dropped: dict[str, int]) -> CellLabels:
         raise GeolinkError("no labelled cells: the labels cover no cell of the requested resolution")
     totals = votes.groupby(["h3", "label"], as_index=False)["weight"].sum()
     best = totals.sort_values(["h3", "weight"], ascending=[True, False]).drop_duplicates("h3")
-    dropped = {k: v for k, v in dropped.items() if v} | {"cells with conflicting labels": int(totals.h3.duplicated().sum())}
+    dropped = {k: v for k, v in dropped.items() if v} | {
+        "cells with conflicting labels": int(totals.h3.duplicated().sum())
+    }
     return CellLabels(best["h3"].to_numpy(np.int64), best["label"].astype(str).to_numpy(), dropped)
 
 
@@ -147,5 +163,7 @@ def raster_labels(path: str | Path, fine_cells: np.ndarray, ignore: tuple[int, .
     valid = (owner > 0) & ~np.isin(classes, ignore)
     if not valid.any():
         raise GeolinkError(f"{path.name}: no labelled pixel falls in the store's fine cells")
-    votes = pd.DataFrame({"h3": fine_cells[owner[valid] - 1], "label": classes[valid].astype(str), "weight": 1.0})
+    votes = pd.DataFrame(
+        {"h3": fine_cells[owner[valid] - 1], "label": classes[valid].astype(str), "weight": 1.0}
+    )
     return _resolve(votes, {})

@@ -31,7 +31,9 @@ class Split:
     test: np.ndarray
 
 
-def spatial_split(cells: np.ndarray, test_fraction: float = 0.25, block_levels: int = 2, seed: int = 0) -> Split:
+def spatial_split(
+    cells: np.ndarray, test_fraction: float = 0.25, block_levels: int = 2, seed: int = 0
+) -> Split:
     """Assign whole blocks (the parent ``block_levels`` resolutions up) to train or test, about ``test_fraction``.
 
     Blocks are shuffled with ``seed`` and taken for the test side until it holds the wanted share of rows.
@@ -74,7 +76,9 @@ class Head(nn.Module):
         if kind == "linear":
             self.net = nn.Linear(dim, len(classes))
         elif kind == "mlp":
-            self.net = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(0.1), nn.Linear(hidden, len(classes)))
+            self.net = nn.Sequential(
+                nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(0.1), nn.Linear(hidden, len(classes))
+            )
         elif kind == "knn":
             self.register_buffer("memory", torch.zeros(0, dim))
             self.register_buffer("memory_labels", torch.zeros(0, dtype=torch.long))
@@ -100,8 +104,12 @@ class Head(nn.Module):
         outputs = []
         with torch.no_grad():
             for start in range(0, len(vectors), batch_size):
-                outputs.append(self(torch.from_numpy(np.ascontiguousarray(vectors[start : start + batch_size]))))
-        probabilities = torch.cat(outputs).numpy() if outputs else np.zeros((0, len(self.classes)), np.float32)
+                outputs.append(
+                    self(torch.from_numpy(np.ascontiguousarray(vectors[start : start + batch_size])))
+                )
+        probabilities = (
+            torch.cat(outputs).numpy() if outputs else np.zeros((0, len(self.classes)), np.float32)
+        )
         return probabilities.argmax(1), probabilities
 
     def to_bytes(self) -> bytes:
@@ -153,7 +161,9 @@ def train_head(
     generator = torch.Generator().manual_seed(seed)
     head.train()
     for _ in range(steps):
-        rows = torch.randint(len(y), (batch_size,), generator=generator) if len(y) > batch_size else slice(None)
+        rows = (
+            torch.randint(len(y), (batch_size,), generator=generator) if len(y) > batch_size else slice(None)
+        )
         optimizer.zero_grad()
         loss_fn(head.net(normalised[rows]), y[rows]).backward()
         optimizer.step()
@@ -172,12 +182,18 @@ def classification_metrics(truth: np.ndarray, predicted: np.ndarray, classes: li
         "miou": scores["miou"],
         "per_class_f1": dict(zip(classes, scores["f1"], strict=True)),
         "per_class_iou": dict(zip(classes, scores["iou"], strict=True)),
-        "majority_baseline": {"class": classes[majority], "accuracy": baseline["accuracy"], "macro_f1": baseline["macro_f1"]},
+        "majority_baseline": {
+            "class": classes[majority],
+            "accuracy": baseline["accuracy"],
+            "macro_f1": baseline["macro_f1"],
+        },
     }
 
 
 def _scores(truth: np.ndarray, predicted: np.ndarray, num_classes: int) -> dict:
-    confusion = np.bincount(truth * num_classes + predicted, minlength=num_classes**2).reshape(num_classes, num_classes)
+    confusion = np.bincount(truth * num_classes + predicted, minlength=num_classes**2).reshape(
+        num_classes, num_classes
+    )
     tp = np.diag(confusion).astype(float)
     support, claimed = confusion.sum(1), confusion.sum(0)
     present = support > 0

@@ -137,8 +137,9 @@ class IngestPlan:
 
     def partitions(self) -> Iterator[Partition]:
         """The cells to encode, grouped by their coarse parent (see :attr:`IngestSettings.partition_levels`)."""
-        return partition_cells(self.todo, np.isin(self.todo, self.covered), self.settings.res,
-                           self.settings.partition_levels)
+        return partition_cells(
+            self.todo, np.isin(self.todo, self.covered), self.settings.res, self.settings.partition_levels
+        )
 
     def register_model(self) -> None:
         """Record the model in the store's ``models`` table (a no-op once it is there)."""
@@ -171,7 +172,9 @@ def plan_ingest(
     check_resolution(settings.res)
     check_resolution(settings.patch_res, "fine resolution")
     if settings.patch_res <= settings.res:
-        raise GeolinkError(f"the fine resolution ({settings.patch_res}) must be finer than --res ({settings.res})")
+        raise GeolinkError(
+            f"the fine resolution ({settings.patch_res}) must be finer than --res ({settings.res})"
+        )
     model = (model or GeoLink.default()).eval()
     if not model.config.multimodal:
         raise GeolinkError("ingest needs a multimodal GeoLink checkpoint (this one is image-only)")
@@ -196,9 +199,21 @@ def plan_ingest(
     wanted = cells if settings.osm_only else covered
     todo = wanted if settings.overwrite else np.setdiff1d(wanted, store.existing_cells(report.model_id))
     report.cells_already_stored = int(wanted.size - todo.size)
-    return IngestPlan(store=store, model=model, model_name=model_name, settings=settings, imagery=list(imagery),
-                      source=source, osm=osm, covered=covered, chip_crs=chip_crs, builder=builder, todo=todo,
-                      dtype=encode_dtype(settings, next(model.parameters()).device), report=report)
+    return IngestPlan(
+        store=store,
+        model=model,
+        model_name=model_name,
+        settings=settings,
+        imagery=list(imagery),
+        source=source,
+        osm=osm,
+        covered=covered,
+        chip_crs=chip_crs,
+        builder=builder,
+        todo=todo,
+        dtype=encode_dtype(settings, next(model.parameters()).device),
+        report=report,
+    )
 
 
 def encode_dtype(settings: IngestSettings, device: torch.device) -> torch.dtype:
@@ -229,8 +244,16 @@ def ingest(
             completes.
     """
     started = time.perf_counter()
-    plan = plan_ingest(db, region, imagery, osm, model=model, model_name=model_name, settings=settings,
-                       graph_builder=graph_builder)
+    plan = plan_ingest(
+        db,
+        region,
+        imagery,
+        osm,
+        model=model,
+        model_name=model_name,
+        settings=settings,
+        graph_builder=graph_builder,
+    )
     (engine or LocalEngine()).run(plan, progress(int(plan.todo.size)) if progress else None)
     plan.report.seconds = time.perf_counter() - started
     return plan.report
@@ -250,8 +273,9 @@ class LocalEngine:
         tally = ChipTally()
         for partition in plan.partitions():
             image_cells = 0
-            for work in partition_work(plan.source, plan.osm, partition, plan.chip_crs, plan.builder, plan.settings,
-                                       tally):
+            for work in partition_work(
+                plan.source, plan.osm, partition, plan.chip_crs, plan.builder, plan.settings, tally
+            ):
                 rows = encode_work(plan.model, work, plan.settings, plan.report.model_id, plan.dtype)
                 plan.register_model()  # after the partition's OSM was read: a bad source writes nothing
                 if rows.patches is not None:
@@ -302,8 +326,15 @@ class EncodedRows:
         report.patches_written += self.patches.num_rows if self.patches is not None else 0
 
 
-def partition_work(source: ImagerySource, osm: str, partition: Partition, chip_crs: CRS, builder: GraphBuilder,
-                   settings: IngestSettings, tally: ChipTally) -> Iterator[ImageBatch | OsmOnlyBatch]:
+def partition_work(
+    source: ImagerySource,
+    osm: str,
+    partition: Partition,
+    chip_crs: CRS,
+    builder: GraphBuilder,
+    settings: IngestSettings,
+    tally: ChipTally,
+) -> Iterator[ImageBatch | OsmOnlyBatch]:
     """The CPU side of one partition, batch by batch: its OSM read once, chips read, graphs built.
 
     The chips of the cells the imagery covers come first; with ``settings.osm_only`` the partition's other cells
@@ -311,10 +342,14 @@ def partition_work(source: ImagerySource, osm: str, partition: Partition, chip_c
     """
     index = OSMIndex(partition_osm(osm, partition.cells), chip_crs)
     read: list[int] = []
-    for batch in _batched(read_chips(source, partition.imaged, chip_crs, min_valid=settings.min_valid, tally=tally),
-                          settings.batch_size):
+    for batch in _batched(
+        read_chips(source, partition.imaged, chip_crs, min_valid=settings.min_valid, tally=tally),
+        settings.batch_size,
+    ):
         read += [chip.cell for chip in batch]
-        yield ImageBatch(batch, builder.build_many([(index.query(chip.spec.bounds), chip.spec) for chip in batch]))
+        yield ImageBatch(
+            batch, builder.build_many([(index.query(chip.spec.bounds), chip.spec) for chip in batch])
+        )
     if not settings.osm_only:
         return
     without = np.setdiff1d(partition.cells, np.asarray(read, dtype=np.int64))
@@ -327,23 +362,55 @@ def partition_work(source: ImagerySource, osm: str, partition: Partition, chip_c
 
 
 @torch.no_grad()
-def encode_work(model: GeoLink, work: ImageBatch | OsmOnlyBatch, settings: IngestSettings, model_id: str,
-                dtype: torch.dtype) -> EncodedRows:
+def encode_work(
+    model: GeoLink,
+    work: ImageBatch | OsmOnlyBatch,
+    settings: IngestSettings,
+    model_id: str,
+    dtype: torch.dtype,
+) -> EncodedRows:
     """The model side of one batch: encode it and shape the store rows."""
     widths = _widths(model)
     if isinstance(work, OsmOnlyBatch):
         region, present = model.encode_osm(work.graphs)
-        return EncodedRows(None, _cell_rows(work.cells.tolist(), work.graphs, region, present, settings.res,
-                                            model_id, ["osm-only"] * work.cells.size, widths, image=None, fused=None),
-                           with_osm=int(present.sum()), osm_only=True)
+        return EncodedRows(
+            None,
+            _cell_rows(
+                work.cells.tolist(),
+                work.graphs,
+                region,
+                present,
+                settings.res,
+                model_id,
+                ["osm-only"] * work.cells.size,
+                widths,
+                image=None,
+                fused=None,
+            ),
+            with_osm=int(present.sum()),
+            osm_only=True,
+        )
     device = next(model.parameters()).device
     images = torch.from_numpy(np.stack([chip.image for chip in work.chips])).to(device)
     out = model.encode(images, work.graphs, max_fusion_nodes=settings.max_fusion_nodes, dtype=dtype)
-    cells = _cell_rows([chip.cell for chip in work.chips], work.graphs, out.osm_region, out.has_osm, settings.res,
-                       model_id, [chip.source for chip in work.chips], widths, image=out.image_global,
-                       fused=out.fused.mean(dim=1))
-    return EncodedRows(_patch_rows(work.chips, out, settings, model_id), cells, with_osm=int(out.has_osm.sum()),
-                       osm_only=False)
+    cells = _cell_rows(
+        [chip.cell for chip in work.chips],
+        work.graphs,
+        out.osm_region,
+        out.has_osm,
+        settings.res,
+        model_id,
+        [chip.source for chip in work.chips],
+        widths,
+        image=out.image_global,
+        fused=out.fused.mean(dim=1),
+    )
+    return EncodedRows(
+        _patch_rows(work.chips, out, settings, model_id),
+        cells,
+        with_osm=int(out.has_osm.sum()),
+        osm_only=False,
+    )
 
 
 def _widths(model: GeoLink) -> dict[str, int]:
@@ -367,15 +434,17 @@ def _check_store_widths(store: Store, model: GeoLink) -> None:
 
 def partition_cells(cells: np.ndarray, imaged: np.ndarray, res: int, levels: int) -> Iterator[Partition]:
     """The cells grouped by their parent ``levels`` resolutions coarser, in a stable order; ``imaged`` is a mask
-    over ``cells`` of those the imagery covers."""
+    over ``cells`` of those the imagery covers.
+    """
     if not cells.size:
         return
     groups = parents(cells, max(0, res - levels))
     order = np.lexsort((cells, groups))
     cells, groups, imaged = cells[order], groups[order], imaged[order]
     starts = np.flatnonzero(np.diff(groups)) + 1
-    for chunk, mask, group in zip(np.split(cells, starts), np.split(imaged, starts), np.split(groups, starts),
-                                  strict=True):
+    for chunk, mask, group in zip(
+        np.split(cells, starts), np.split(imaged, starts), np.split(groups, starts), strict=True
+    ):
         yield Partition(int(group[0]), chunk, chunk[mask])
 
 
@@ -398,9 +467,19 @@ def _batched(chips: Iterator[Chip], size: int) -> Iterator[list[Chip]]:
         yield batch
 
 
-def _cell_rows(cells: list[int], graphs, osm_region: torch.Tensor, has_osm: torch.Tensor, res: int, model_id: str,
-               sources: list[str], widths: dict[str, int], *, image: torch.Tensor | None,
-               fused: torch.Tensor | None) -> pa.Table:
+def _cell_rows(
+    cells: list[int],
+    graphs,
+    osm_region: torch.Tensor,
+    has_osm: torch.Tensor,
+    res: int,
+    model_id: str,
+    sources: list[str],
+    widths: dict[str, int],
+    *,
+    image: torch.Tensor | None,
+    fused: torch.Tensor | None,
+) -> pa.Table:
     """``cells`` rows; ``image`` and ``fused`` are None for cells encoded from OSM alone."""
     cells = np.asarray(cells, dtype=np.int64)
     lon, lat = cell_lonlat(cells)
@@ -413,15 +492,19 @@ def _cell_rows(cells: list[int], graphs, osm_region: torch.Tensor, has_osm: torc
         "lat": lat,
         "geometry": shapely.to_wkb(cell_geometries(cells)),
         "image": _vectors(image, widths["image"], cells.size),
-        "osm": pa.array([row.tolist() if has else None for row, has in zip(osm, has_osm.tolist(), strict=True)],
-                        type=pa.list_(pa.float32(), osm.shape[1])),
+        "osm": pa.array(
+            [row.tolist() if has else None for row, has in zip(osm, has_osm.tolist(), strict=True)],
+            type=pa.list_(pa.float32(), osm.shape[1]),
+        ),
         "fused": _vectors(fused, widths["fused"], cells.size),
         **{f"n_{t}": np.array([g[t].num_nodes for g in graphs], dtype=np.int32) for t in NODE_TYPES},
         "source": sources,
         "model_id": [model_id] * cells.size,
         "created_at": pa.array([datetime.now(UTC)] * cells.size, type=pa.timestamp("us", tz="UTC")),
     }
-    return pa.Table.from_pydict(columns, schema=cells_schema(widths["image"], widths["osm"], widths["fused"], res))
+    return pa.Table.from_pydict(
+        columns, schema=cells_schema(widths["image"], widths["osm"], widths["fused"], res)
+    )
 
 
 def _patch_rows(batch: list[Chip], out, settings: IngestSettings, model_id: str) -> pa.Table:
@@ -433,7 +516,9 @@ def _patch_rows(batch: list[Chip], out, settings: IngestSettings, model_id: str)
         unique, inverse = np.unique(fine[inside], return_inverse=True)
         for tokens, rows in ((out.image_tokens[i], image_rows), (out.fused[i], fused_rows)):
             selected = tokens[torch.from_numpy(inside)]
-            sums = torch.zeros(unique.size, selected.size(1)).index_add_(0, torch.from_numpy(inverse), selected)
+            sums = torch.zeros(unique.size, selected.size(1)).index_add_(
+                0, torch.from_numpy(inverse), selected
+            )
             counts = torch.bincount(torch.from_numpy(inverse), minlength=unique.size).unsqueeze(1)
             rows.append((sums / counts).numpy())
         rows_h3.append(unique)
@@ -458,7 +543,9 @@ def _patch_cells(chip: Chip, fine_res: int, num_patches: int) -> np.ndarray:
     cols, rows = np.meshgrid(centres, centres)
     xs, ys = chip.spec.transform @ (cols.ravel(), rows.ravel())
     lon, lat = transformer(chip.spec.crs, CRS.from_user_input(WGS84)).transform(xs, ys)
-    return np.array([h3.latlng_to_cell(y, x, fine_res) for x, y in zip(lon, lat, strict=True)], dtype=np.int64)
+    return np.array(
+        [h3.latlng_to_cell(y, x, fine_res) for x, y in zip(lon, lat, strict=True)], dtype=np.int64
+    )
 
 
 def _vectors(values: torch.Tensor | np.ndarray | None, width: int, rows: int) -> pa.FixedSizeListArray:

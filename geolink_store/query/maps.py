@@ -55,8 +55,11 @@ def results_map(results: gpd.GeoDataFrame, path: str | os.PathLike) -> folium.Ma
 def predictions_map(predictions: pa.Table, path: str | os.PathLike) -> None:
     """Draw a head's predictions (``h3``, ``label``, ``score``): a PNG (matplotlib) or an HTML map (folium)."""
     frame = gpd.GeoDataFrame(
-        {"h3_hex": [f"{c:x}" for c in predictions["h3"].to_pylist()], "label": predictions["label"].to_pylist(),
-         "score": predictions["score"].to_pylist()},
+        {
+            "h3_hex": [f"{c:x}" for c in predictions["h3"].to_pylist()],
+            "label": predictions["label"].to_pylist(),
+            "score": predictions["score"].to_pylist(),
+        },
         geometry=grid.cell_geometries(predictions["h3"].to_pylist()),
         crs=WGS84,
     )
@@ -76,10 +79,17 @@ def predictions_map(predictions: pa.Table, path: str | os.PathLike) -> None:
     folium_map = folium.Map(tiles=None)
     west, south, east, north = frame.total_bounds
     folium_map.fit_bounds([[south, west], [north, east]])
-    folium.GeoJson(frame.to_json(), name="predictions",
-                   style_function=lambda feature: {"fillColor": _colour(feature["properties"]["label"]),
-                                                   "color": "#333333", "weight": 1, "fillOpacity": 0.7},
-                   tooltip=folium.GeoJsonTooltip(["h3_hex", "label", "score"])).add_to(folium_map)
+    folium.GeoJson(
+        frame.to_json(),
+        name="predictions",
+        style_function=lambda feature: {
+            "fillColor": _colour(feature["properties"]["label"]),
+            "color": "#333333",
+            "weight": 1,
+            "fillOpacity": 0.7,
+        },
+        tooltip=folium.GeoJsonTooltip(["h3_hex", "label", "score"]),
+    ).add_to(folium_map)
     folium_map.save(str(path))
 
 

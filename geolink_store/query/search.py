@@ -62,7 +62,8 @@ def cell_at(lon: float, lat: float, res: int) -> int:
 
 def cells_of_features(path: str | os.PathLike, res: int) -> np.ndarray:
     """The cells at ``res`` of each feature in a vector file: cells whose centre lies in a polygon, and the
-    cell holding each point, line vertex or small polygon's representative point."""
+    cell holding each point, line vertex or small polygon's representative point.
+    """
     try:
         frame = gpd.read_file(path)
     except Exception as error:  # pyogrio raises several types for unreadable files
@@ -93,7 +94,8 @@ def spatial_filter(
     res: int,
 ) -> str | None:
     """A Lance SQL filter keeping cells whose centre lies in ``within`` (``W,S,E,N`` or a vector file) or
-    that descend from ``parent``; None when neither is given."""
+    that descend from ``parent``; None when neither is given.
+    """
     if within is not None and parent is not None:
         raise GeolinkError("give either --within or --parent, not both")
     if parent is not None:
@@ -237,7 +239,8 @@ def nearest(
     refine_factor: int = REFINE_FACTOR,
 ) -> pa.Table:
     """The ``k`` rows of a LanceDB table nearest to a vector, ``where`` applied as a prefilter (Arrow, with
-    ``_distance``); exact (flat) or through the ANN index with the given parameters."""
+    ``_distance``); exact (flat) or through the ANN index with the given parameters.
+    """
     builder = table.search(query, vector_column_name=modality).metric(METRIC).select(RESULT_COLUMNS).limit(k)
     if where:
         builder = builder.where(where, prefilter=True)

@@ -100,9 +100,7 @@ class SqlSession:
         for name, path in (files or {}).items():
             self._read_file(name, Path(path))
         if write:
-            self.connection.execute(
-                f"ATTACH {sql_string(self.store.uri)} AS store (TYPE LANCE)"
-            )
+            self.connection.execute(f"ATTACH {sql_string(self.store.uri)} AS store (TYPE LANCE)")
         else:
             self.connection.execute("SET enable_external_access = false")
             self.connection.execute("SET lock_configuration = true")

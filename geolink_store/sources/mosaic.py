@@ -70,7 +70,8 @@ class ImagerySource:
 
     def chip_crs(self, lon: float, lat: float) -> CRS:
         """The CRS for chips near (lon, lat): the first source's CRS if it is projected (and not Web
-        Mercator), else the local UTM zone."""
+        Mercator), else the local UTM zone.
+        """
         if self.crs.is_projected and self.crs.to_epsg() not in WEB_MERCATOR_EPSG:
             return self.crs
         return local_utm(lon, lat)

@@ -150,7 +150,8 @@ class RasterSource:
 
     def _grid_in(self, crs: CRS) -> tuple[shapely.Geometry, float]:
         """The raster's bounds and pixel size in another CRS (cached per CRS), to skip chips that miss it and
-        to choose the resampling kernel."""
+        to choose the resampling kernel.
+        """
         key = crs.srs
         if key not in self._grid_cache:
             dataset = self._dataset

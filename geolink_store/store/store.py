@@ -154,7 +154,9 @@ class Store:
             GeolinkError: the store is on object storage.
         """
         if self.remote:
-            raise GeolinkError(f"store {self.location} is on object storage; this needs a local store directory")
+            raise GeolinkError(
+                f"store {self.location} is on object storage; this needs a local store directory"
+            )
         return Path(self.location)
 
     @property
@@ -222,7 +224,8 @@ class Store:
         text_encoder: str,
     ) -> str:
         """Record a model once (``model_id`` is ``model.fingerprint``, a hash of config and weights); recording
-        it again changes nothing."""
+        it again changes nothing.
+        """
         if model_id in {m[MODEL_COLUMN] for m in self.models()}:
             return model_id
         row = {

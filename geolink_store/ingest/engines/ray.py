@@ -74,8 +74,15 @@ class PartitionResult:
             setattr(report, name, getattr(report, name) + self.counts[name])
 
 
-COUNTED = ("cells_encoded", "cells_with_osm", "cells_osm_only", "patches_written", "cells_too_sparse",
-           "cells_without_imagery", "skipped_cells")
+COUNTED = (
+    "cells_encoded",
+    "cells_with_osm",
+    "cells_osm_only",
+    "patches_written",
+    "cells_too_sparse",
+    "cells_without_imagery",
+    "skipped_cells",
+)
 """The :class:`IngestReport` fields that partitions add up."""
 
 
@@ -106,7 +113,9 @@ class WorkerSpec:
 def prepare(spec: WorkerSpec, partition: Partition) -> PreparedPartition:
     """Read a partition's chips and build its graphs (the CPU side)."""
     tally = ChipTally()
-    work = list(partition_work(spec.imagery, spec.osm, partition, spec.chip_crs, spec.builder, spec.settings, tally))
+    work = list(
+        partition_work(spec.imagery, spec.osm, partition, spec.chip_crs, spec.builder, spec.settings, tally)
+    )
     return PreparedPartition(partition.parent, int(partition.cells.size), work, tally)
 
 
@@ -145,8 +154,9 @@ class PartitionEncoder:
                 data = pa.concat_tables(parts).select(schema.names).cast(schema)
                 written = lance.fragment.write_fragments(data, spec.table_uris[table], schema=schema)
                 fragments[table] = [json.dumps(fragment.to_json()) for fragment in written]
-        return PartitionResult(prepared.key, prepared.cells, fragments,
-                               {name: getattr(counts, name) for name in COUNTED})
+        return PartitionResult(
+            prepared.key, prepared.cells, fragments, {name: getattr(counts, name) for name in COUNTED}
+        )
 
 
 class StagingJournal:
@@ -213,7 +223,9 @@ class RayEngine:
         partitions = {partition.parent: partition for partition in plan.partitions()}
         if not partitions:
             return
-        partition_osm(plan.osm, next(iter(partitions.values())).cells)  # a bad OSM source fails here, before writes
+        partition_osm(
+            plan.osm, next(iter(partitions.values())).cells
+        )  # a bad OSM source fails here, before writes
         journal = StagingJournal(plan.store, _run_key(plan))
         finished = {key: result for key, result in journal.finished().items() if key in partitions}
         if advance and finished:
@@ -236,8 +248,13 @@ class RayEngine:
         if any(result.fragments for result in results):
             plan.register_model()
             for table in TABLES:
-                _commit(plan.store, table, [f for r in results for f in r.fragments.get(table, [])], plan.todo,
-                        plan.report.model_id)
+                _commit(
+                    plan.store,
+                    table,
+                    [f for r in results for f in r.fragments.get(table, [])],
+                    plan.todo,
+                    plan.report.model_id,
+                )
         journal.clear()
         for result in results:
             result.add_to(plan.report)
@@ -247,7 +264,11 @@ class RayEngine:
         if gpus:
             need, have, unit = self.workers * gpus, cluster.get("GPU", 0), "GPUs"
         else:
-            need, have, unit = self.workers * self.cpus_per_worker + int(in_tasks), cluster.get("CPU", 0), "CPUs"
+            need, have, unit = (
+                self.workers * self.cpus_per_worker + int(in_tasks),
+                cluster.get("CPU", 0),
+                "CPUs",
+            )
         if need > have:
             raise GeolinkError(
                 f"the Ray cluster has {have:g} {unit} but {self.workers} workers need {need:g}: "
@@ -262,10 +283,13 @@ class RayEngine:
             gpus = 1 if cluster.get("GPU") else 0
         in_tasks = self.prepare_in_tasks if self.prepare_in_tasks is not None else bool(gpus)
         self._check_fits(cluster, gpus, in_tasks)
-        actor = ray.remote(PartitionEncoder).options(num_gpus=gpus, num_cpus=0 if gpus else self.cpus_per_worker)
+        actor = ray.remote(PartitionEncoder).options(
+            num_gpus=gpus, num_cpus=0 if gpus else self.cpus_per_worker
+        )
         model_ref, spec_ref = ray.put(plan.model), ray.put(_worker_spec(plan))
-        pool = ray.util.ActorPool([actor.remote(model_ref, spec_ref, self.cpus_per_worker)
-                                   for _ in range(self.workers)])
+        pool = ray.util.ActorPool(
+            [actor.remote(model_ref, spec_ref, self.cpus_per_worker) for _ in range(self.workers)]
+        )
         prepare_remote = ray.remote(prepare).options(num_cpus=1)
 
         def submit(partition: Partition) -> None:
@@ -298,12 +322,20 @@ def _connect(ray, address: str | None, local_cpus: int) -> None:
         try:
             socket.create_connection((host, int(port)), timeout=5).close()
         except (OSError, ValueError):
-            raise GeolinkError(f"no Ray cluster answers at {address} (start one with `ray start --head`)") from None
+            raise GeolinkError(
+                f"no Ray cluster answers at {address} (start one with `ray start --head`)"
+            ) from None
     with warnings.catch_warnings():  # Ray forks its daemons; they never touch this process's LanceDB
         warnings.filterwarnings("ignore", message="lancedb fork support", category=RuntimeWarning)
         try:
-            ray.init(address=address, num_cpus=None if address else local_cpus, include_dashboard=False,
-                     logging_level="ERROR", log_to_driver=False, runtime_env={"env_vars": _storage_env()})
+            ray.init(
+                address=address,
+                num_cpus=None if address else local_cpus,
+                include_dashboard=False,
+                logging_level="ERROR",
+                log_to_driver=False,
+                runtime_env={"env_vars": _storage_env()},
+            )
         except ConnectionError as error:
             raise GeolinkError(f"cannot join the Ray cluster at {address}: {error}") from None
 
@@ -320,7 +352,11 @@ def _worker_spec(plan: IngestPlan) -> WorkerSpec:
         "patches": patches_schema(widths["image"], widths["fused"]),
     }
     return WorkerSpec(
-        imagery=plan.source, osm=plan.osm, chip_crs=plan.chip_crs, builder=plan.builder, settings=plan.settings,
+        imagery=plan.source,
+        osm=plan.osm,
+        chip_crs=plan.chip_crs,
+        builder=plan.builder,
+        settings=plan.settings,
         model_id=plan.report.model_id,
         schemas={table: plan.store.ensure_table(table, schema) for table, schema in wanted.items()},
         table_uris={table: plan.store.table_uri(table) for table in TABLES},
@@ -330,8 +366,11 @@ def _worker_spec(plan: IngestPlan) -> WorkerSpec:
 def _run_key(plan: IngestPlan) -> str:
     """Identifies a run: a rerun with the same arguments on the same store state finds the same journal."""
     digest = hashlib.sha256()
-    digest.update(json.dumps([plan.report.model_id, asdict(plan.settings), plan.imagery,
-                              str(plan.osm)], sort_keys=True).encode())
+    digest.update(
+        json.dumps(
+            [plan.report.model_id, asdict(plan.settings), plan.imagery, str(plan.osm)], sort_keys=True
+        ).encode()
+    )
     digest.update(np.ascontiguousarray(plan.todo).tobytes())
     return digest.hexdigest()[:16]
 
@@ -351,15 +390,17 @@ def _commit(store: Store, table: str, fragments_json: list[str], cells: np.ndarr
     if fragments[0].data_files()[0].path in committed:
         return  # this commit went through before the run was interrupted
     removed, updated = _drop_rows(dataset, STALE_KEY[table], cells, model_id)
-    operation = LanceOperation.Update(removed_fragment_ids=removed, updated_fragments=updated,
-                                      new_fragments=fragments)
+    operation = LanceOperation.Update(
+        removed_fragment_ids=removed, updated_fragments=updated, new_fragments=fragments
+    )
     lance.LanceDataset.commit(uri, operation, read_version=dataset.version)
     store.build_indexes(table)
 
 
 def _drop_rows(dataset, key: str, cells: np.ndarray, model_id: str) -> tuple[list[int], list]:
     """Deletions (uncommitted) of the rows of ``model_id`` whose ``key`` is one of ``cells``: the fragments left
-    empty and the fragments with new deletion files."""
+    empty and the fragments with new deletion files.
+    """
     removed, updated = [], []
     wanted = pa.array(cells, type=pa.int64())
     for fragment in dataset.get_fragments():
