@@ -8,19 +8,16 @@ same vectors out of the store alone (the floor any head pays).
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from synthetic_store import cells_table, h3_grid
-
 from geolink_store.grid import parents
 from geolink_store.heads.from_store import stored_vectors, train_from_store
 from geolink_store.store.store import Store
+from geolink_store.testing import cells_table, h3_grid
 
 
 def main() -> None:

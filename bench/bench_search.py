@@ -7,18 +7,15 @@ Usage: python bench/bench_search.py [--rows 100000 1000000] [--queries 100]
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from synthetic_store import cells_table, h3_grid
-
 from geolink_store.query.search import nearest, search
 from geolink_store.store.store import Store
+from geolink_store.testing import cells_table, h3_grid
 
 CHUNK = 100_000
 

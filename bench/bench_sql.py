@@ -8,18 +8,15 @@ Usage: python bench/bench_sql.py [--rows 1000000]
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from synthetic_store import cells_table, h3_grid
-
 from geolink_store.query.sql import SqlSession
 from geolink_store.store.store import Store
+from geolink_store.testing import cells_table, h3_grid
 
 QUERIES = {
     "count+avg by h3_r6": "SELECT h3_r6, count(*) AS n, avg(lat) AS lat FROM cells GROUP BY h3_r6",

@@ -1,8 +1,10 @@
-"""The chip grid of an H3 cell: a square, north-up pixel grid in a metric CRS, and the chip frame of its contents.
+"""The chip grid of an H3 cell:
 
-Pixels and OSM geometry share one frame: ``x = (X - west) / width`` to the right and ``y = (north - Y) / height``
-downwards, both in [0, 1] over the chip. Imagery is resampled onto ``ChipSpec.transform``; geometry goes through
-``ChipSpec.to_chip_frame``; a building therefore lands on its own pixels.
+a square, north-up pixel grid in a metric CRS, and the chip frame of its contents.
+
+Pixels and OSM geometry share one frame: ``x = (X - west) / width`` to the right and ``y = (north - Y) /
+height`` downwards, both in [0, 1] over the chip. Imagery is resampled onto ``ChipSpec.transform``; geometry
+goes through ``ChipSpec.to_chip_frame``; a building therefore lands on its own pixels.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from typing import Protocol
 
-import h3
 import numpy as np
 import shapely
 from affine import Affine
@@ -20,6 +21,7 @@ from pyproj import CRS, Transformer
 from rasterio.transform import from_bounds
 
 from geolink_store.constants import CHIP_SIZE, IMAGENET_MEAN, IMAGENET_STD, WGS84
+from geolink_store.grid import cell_boundary_lonlat, cell_lonlat
 
 
 def local_utm(lon: float, lat: float) -> CRS:
@@ -36,7 +38,9 @@ def transformer(source: CRS, target: CRS) -> Transformer:
 
 @dataclass(frozen=True)
 class ChipSpec:
-    """A square chip of ``size`` x ``size`` pixels covering ``bounds`` (west, south, east, north) in ``crs``."""
+    """A square chip of ``size`` x ``size`` pixels covering ``bounds`` (west, south, east, north) in
+    ``crs``.
+    """
 
     cell: int
     crs: CRS
@@ -85,10 +89,10 @@ def to_chip_frame(
 def chip_for_cell(cell: int, crs: CRS, size: int = CHIP_SIZE) -> ChipSpec:
     """The square chip centred on ``cell``'s centre in ``crs``, just large enough to contain its hexagon."""
     to_crs = transformer(CRS.from_user_input(WGS84), crs)
-    boundary = np.array(h3.cell_to_boundary(h3.int_to_str(cell)))  # (lat, lng) pairs
-    xs, ys = to_crs.transform(boundary[:, 1], boundary[:, 0])
-    lat, lng = h3.cell_to_latlng(h3.int_to_str(cell))
-    cx, cy = to_crs.transform(lng, lat)
+    corners = cell_boundary_lonlat(cell)
+    xs, ys = to_crs.transform(corners[:, 0], corners[:, 1])
+    (lon,), (lat,) = cell_lonlat([cell])
+    cx, cy = to_crs.transform(lon, lat)
     half = max(np.max(np.abs(xs - cx)), np.max(np.abs(ys - cy)))
     return ChipSpec(cell=cell, crs=crs, bounds=(cx - half, cy - half, cx + half, cy + half), size=size)
 
@@ -137,7 +141,9 @@ class ChipTally:
 
 
 class ChipReader(Protocol):
-    """Anything that reads the chip of a :class:`ChipSpec` (``geolink_store.sources.mosaic.ImagerySource``)."""
+    """Anything that reads the chip of a :class:`ChipSpec`
+    (``geolink_store.sources.mosaic.ImagerySource``).
+    """
 
     def read(self, spec: ChipSpec) -> Chip | None:
         """The chip's imagery, or None where the source holds none."""

@@ -1,4 +1,7 @@
-"""The project's shared vocabulary, defined once: CRS names, chip size and normalisation, tables, columns, suffixes."""
+"""The project's shared vocabulary, defined once:
+
+CRS names, chip size and normalisation, tables, columns, suffixes.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""The README's main job: ingest the bundled Kampala sample with the default model, search it, query it, draw it."""
+"""The README's main job:
+
+ingest the bundled Kampala sample with the default model, search it, query it, draw it.
+"""
 
 from __future__ import annotations
 
@@ -79,7 +82,9 @@ def run_demo(out: Path, progress: Callable[[int], Callable[[int], None]]) -> Non
 
 
 def draw_similarity(cells, query: int, sample, path: Path) -> None:
-    """Every cell coloured by cosine similarity of its fused vector to ``query``, over the imagery and buildings."""
+    """Every cell coloured by cosine similarity of its fused vector to ``query``, over the imagery and
+    buildings.
+    """
     fused = np.stack(cells["fused"].to_numpy())
     fused /= np.linalg.norm(fused, axis=1, keepdims=True)
     similarity = fused @ fused[cells.index[cells["h3"] == query][0]]

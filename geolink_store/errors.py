@@ -1,7 +1,8 @@
 """The project's one error tree, rooted in ``model.errors`` and extended by the store's own kinds.
 
 Catch :class:`GeolinkError` for everything a user can cause; the subclasses also inherit the matching builtin
-(``InputError`` is a ``ValueError``, ``MissingDependencyError`` an ``ImportError``) so generic handlers still work.
+(``InputError`` is a ``ValueError``, ``MissingDependencyError`` an ``ImportError``) so generic handlers still
+work.
 """
 
 from __future__ import annotations

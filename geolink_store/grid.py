@@ -10,6 +10,7 @@ import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Literal
 
 import geopandas as gpd
 import numpy as np
@@ -122,8 +123,7 @@ def _check_cell_count(geometry: shapely.Geometry, res: int) -> None:
 
 def cell_geometries(cells: Iterable[int]) -> np.ndarray:
     """The hexagon (or pentagon) of each cell as a shapely Polygon in EPSG:4326, in the order given."""
-    rings = [np.array(h3.cell_to_boundary(int(cell)))[:, ::-1] for cell in cells]
-    return np.array([shapely.Polygon(ring) for ring in rings], dtype=object)
+    return np.array([shapely.Polygon(cell_boundary_lonlat(cell)) for cell in cells], dtype=object)
 
 
 def cell_lonlat(cells: Iterable[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -131,6 +131,51 @@ def cell_lonlat(cells: Iterable[int]) -> tuple[np.ndarray, np.ndarray]:
     latlng = np.array([h3.cell_to_latlng(int(cell)) for cell in cells], dtype=np.float64)
     latlng = latlng.reshape(-1, 2)
     return latlng[:, 1], latlng[:, 0]
+
+
+def resolution(cell: int) -> int:
+    """The H3 resolution of one cell."""
+    return int(h3.get_resolution(int(cell)))
+
+
+def hex_id(cell: int) -> str:
+    """The hexadecimal string form of an ``int64`` H3 id."""
+    return h3.int_to_str(int(cell))
+
+
+def points_to_cells(lon: Iterable[float], lat: Iterable[float], res: int) -> np.ndarray:
+    """The cell at resolution ``res`` of each point (degrees, EPSG:4326), element-wise, as ``int64``."""
+    return np.array(
+        [h3.latlng_to_cell(y, x, res) for x, y in zip(lon, lat, strict=True)], dtype=np.int64
+    ).reshape(-1)
+
+
+def cell_boundary_lonlat(cell: int) -> np.ndarray:
+    """The corners of a cell as a (K, 2) array of longitude, latitude (degrees, EPSG:4326)."""
+    return np.array(h3.cell_to_boundary(int(cell)), dtype=np.float64)[:, ::-1]
+
+
+def polygon_cells(
+    polygon: shapely.Polygon | shapely.MultiPolygon,
+    res: int,
+    contain: Literal["center", "overlap"] = "center",
+) -> np.ndarray:
+    """The cells at resolution ``res`` of a polygon (degrees, EPSG:4326), as ``int64``.
+
+    ``contain="center"`` keeps cells whose centre lies inside, ``"overlap"`` every cell that touches it.
+    """
+    shape = h3.geo_to_h3shape(polygon)
+    return np.array(h3.h3shape_to_cells_experimental(shape, res, contain=contain), dtype=np.int64)
+
+
+def disk(cell: int, k: int) -> np.ndarray:
+    """The cells within ``k`` grid steps of ``cell`` (itself included), as ``int64``."""
+    return np.array(h3.grid_disk(int(cell), k), dtype=np.int64)
+
+
+def compact(cells: Iterable[int]) -> np.ndarray:
+    """The fewest cells (of mixed resolutions) that cover exactly ``cells``, as ``int64``."""
+    return np.array(h3.compact_cells([int(cell) for cell in cells]), dtype=np.int64)
 
 
 def parents(cells: Iterable[int], res: int) -> np.ndarray:

@@ -1,21 +1,24 @@
-"""The one configuration object of a GeoLink model."""
+"""The one configuration object of a GeoLink model, and the checked reading of dataclass configs from JSON."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
+
+from model.errors import InputError
 
 
 @dataclass(frozen=True)
 class GeoLinkConfig:
-    """Architecture and pretraining settings. Defaults reproduce the official GeoLink (ViT-L, CLIP tag features).
+    """Architecture and pretraining settings; the defaults are the official GeoLink (ViT-L/16, CLIP tags).
 
-    ``timm_kwargs`` go to ``timm.create_model`` (e.g. ``{"depth": 4}`` for a shallower ViT). ``multimodal=False``
-    builds the image encoder alone (the official unimodal release). ``type_attention=True`` attends over the OSM
-    types present in a graph; ``False`` reproduces the official plain sum, needed for official checkpoints.
-    ``shared_positions=False`` drops the shared sin-cos positions from the fusion block (the spatial-correlation
-    ablation).
+    ``timm_kwargs`` go to ``timm.create_model`` (e.g. ``{"depth": 4}`` for a shallower ViT).
+    ``multimodal=False`` builds the image encoder alone (the official unimodal release). ``type_attention=True``
+    attends over the OSM types present in a graph; ``False`` is the official plain sum, needed for official
+    checkpoints.
+    ``shared_positions=False`` drops the shared sin-cos positions from the fusion block (an ablation).
+    Named sizes are in ``model.presets``.
     """
 
     architecture: str = "vit_large_patch16_224"
@@ -42,16 +45,41 @@ class GeoLinkConfig:
     loss_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
 
     def to_json(self) -> str:
-        """Serialise to JSON (stored beside our safetensors weights)."""
+        """Serialise to JSON (stored in the metadata of our safetensors weights)."""
         return json.dumps(asdict(self), sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> GeoLinkConfig:
-        """Read a config written by ``to_json``; unknown keys are an error."""
-        values = json.loads(text)
-        unknown = set(values) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown GeoLink config keys: {sorted(unknown)}")
+        """Read a config written by ``to_json``.
+
+        Raises:
+            InputError: ``text`` is not a JSON object of config keys (unknown keys are named).
+        """
+        values = json_kwargs(cls, text)
         if "loss_weights" in values:
             values["loss_weights"] = tuple(values["loss_weights"])
         return cls(**values)
+
+
+def json_kwargs(cls: type, text: str) -> dict[str, Any]:
+    """The keyword arguments of dataclass ``cls`` held by the JSON object ``text``.
+
+    Raises:
+        InputError: ``text`` is not a JSON object, has keys that are not fields of ``cls`` or lacks a required
+            one; the message names the keys.
+    """
+    try:
+        values = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise InputError(f"{cls.__name__}: not valid JSON ({error})") from None
+    if not isinstance(values, dict):
+        raise InputError(f"{cls.__name__}: expected a JSON object, got {type(values).__name__}")
+    known = {f.name for f in fields(cls)}
+    required = {f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING}
+    unknown, missing = sorted(set(values) - known), sorted(required - set(values))
+    if unknown or missing:
+        problems = [
+            f"{label} keys {keys}" for label, keys in (("unknown", unknown), ("missing", missing)) if keys
+        ]
+        raise InputError(f"{cls.__name__}: {'; '.join(problems)}")
+    return values

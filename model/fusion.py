@@ -9,11 +9,12 @@ from torch import nn
 class TwoWayFusionBlock(nn.Module):
     """One fusion layer (adapted from SAM's two-way block, as in GeoLink).
 
-    Image tokens ``img`` (B, L, C) and OSM tokens ``osm`` (B, N, C) carry position embeddings in the same patch-grid
-    frame. The steps are: OSM self-attention; image tokens attend to OSM tokens; OSM tokens attend to the updated
-    image tokens; a linear layer on the OSM tokens. Every step is followed by a LayerNorm.
+    Image tokens ``img`` (B, L, C) and OSM tokens ``osm`` (B, N, C) carry position embeddings in the same
+    patch-grid frame. The steps are: OSM self-attention; image tokens attend to OSM tokens; OSM tokens attend to
+    the updated image tokens; a linear layer on the OSM tokens. Every step is followed by a LayerNorm.
 
-    Attribute names follow the official checkpoint (``cross_attn_token_to_image`` is the image -> OSM attention).
+    Attribute names follow the official checkpoint (``cross_attn_token_to_image`` is the image -> OSM
+    attention).
     A sample without any OSM token (``empty``) gets nothing from the cross-attention: its image tokens become
     ``norm2(img)``, the defined image-only path.
     """
@@ -44,7 +45,7 @@ class TwoWayFusionBlock(nn.Module):
         """Return the updated (image tokens, OSM tokens). ``padding`` (B, N) is True for padded OSM slots."""
         empty = padding.all(dim=1) if padding is not None else None
         if empty is not None and empty.any():
-            # Give fully padded samples one visible (zero) slot so softmax stays finite; its output is discarded.
+            # Fully padded samples get one visible (zero) slot so softmax stays finite; its output is discarded.
             padding = padding.clone()
             padding[empty, 0] = False
 

@@ -1,4 +1,4 @@
-"""The GeoLink network: a ViT image encoder, a heterogeneous-GAT OSM encoder, their fusion, and the pretraining losses.
+"""The GeoLink network: a ViT image encoder, a heterogeneous-GAT OSM encoder, their fusion, the pretraining losses.
 
 Parameter names and shapes equal the official implementation's, so official checkpoints load unchanged. The
 behaviour differs where the official code is wrong (each method's docstring says where): per-graph normalisation,
@@ -19,7 +19,9 @@ from timm.models.vision_transformer import Block
 from torch import nn
 from torch_geometric.data import Batch, HeteroData
 
+from model.checkpoint import DEFAULT_WEIGHTS, read_checkpoint, write_checkpoint
 from model.config import GeoLinkConfig
+from model.errors import CheckpointError, InputError
 from model.fusion import TwoWayFusionBlock
 from model.graphs import batch_graphs
 from model.osm import NODE_TYPES, OSMHeteroGAT, graph_layer_norm
@@ -65,7 +67,11 @@ class _Tokens:
 
 
 class GeoLink(nn.Module):
-    """GeoLink (NeurIPS 2025): remote-sensing imagery and OpenStreetMap in one model."""
+    """GeoLink (NeurIPS 2025): remote-sensing imagery and OpenStreetMap in one model.
+
+    Args:
+        config: the architecture (``model.presets`` names the usual ones); default: the official ViT-L/16 GeoLink.
+    """
 
     def __init__(self, config: GeoLinkConfig | None = None) -> None:
         super().__init__()
@@ -141,8 +147,10 @@ class GeoLink(nn.Module):
                 nn.init.normal_(token, std=0.02)
 
     def _freeze_unused(self) -> None:
-        """Parameters kept only for checkpoint compatibility take no gradient (timm's own class token, positions
-        and norm, which GeoLink replaces; the type attention when the official plain sum is used).
+        """Parameters kept only for checkpoint compatibility take no gradient.
+
+        These are timm's own class token, positions and norm (GeoLink replaces them) and, with the official plain
+        sum over OSM types, the type attention.
         """
         for name in ("cls_token", "pos_embed"):
             getattr(self.img_encoder, name).requires_grad_(False)
@@ -150,27 +158,58 @@ class GeoLink(nn.Module):
         if self.config.multimodal:
             self.type_attention.requires_grad_(self.config.type_attention)
 
-    # ------------------------------------------------------------------ construction and checkpoints
+    # ------------------------------------------------------------------ checkpoints
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, map_location: str | torch.device = "cpu") -> GeoLink:
-        """Load an official multimodal or unimodal ``.pth`` checkpoint, or our ``.safetensors``, without unpickling code."""
-        from model.checkpoint import load_checkpoint
+        """Build the model a checkpoint describes and load its weights strictly; return it in eval mode.
 
-        return load_checkpoint(path, map_location)
+        Reads official multimodal and unimodal ``.pth`` files and our ``.safetensors`` (``model.checkpoint``).
+
+        Raises:
+            CheckpointError: the file is missing, unreadable or refused, or its weights do not fit its config (the
+                message names the missing, unexpected and wrongly shaped keys).
+        """
+        config, state = read_checkpoint(path, map_location)
+        try:
+            model = cls(config)
+        except (RuntimeError, TypeError, ValueError) as error:
+            raise CheckpointError(
+                f"{path}: cannot build {config.architecture} ({str(error).splitlines()[0]})"
+            ) from None
+        model._load_strict(state, path)
+        return model.eval()
 
     @classmethod
     def default(cls) -> GeoLink:
-        """The bundled default model (small, MiniLM tag features); see ``model.checkpoint.default_model``."""
-        from model.checkpoint import default_model
+        """The bundled default model (``model/weights/MODEL_CARD.md``); the caller's RNG state is untouched."""
+        with torch.random.fork_rng(devices=[]):
+            return cls.from_checkpoint(DEFAULT_WEIGHTS)
 
-        return default_model()
+    def save(self, path: str | Path, dtype: torch.dtype | None = None) -> Path:
+        """Write config and weights as one ``.safetensors`` file, floating tensors cast to ``dtype`` if given."""
+        return write_checkpoint(path, self.config, self.state_dict(), dtype)
 
-    def save(self, path: str | Path) -> Path:
-        """Write the weights and config as one ``.safetensors`` file."""
-        from model.checkpoint import save_checkpoint
-
-        return save_checkpoint(self, path)
+    def _load_strict(self, state: dict[str, torch.Tensor], source: str | Path) -> None:
+        """Load ``state`` strictly, or say in one message which keys are missing, unexpected or of another shape."""
+        expected = self.state_dict()
+        missing = sorted(set(expected) - set(state))
+        unexpected = sorted(set(state) - set(expected))
+        wrong = [
+            f"{k} {tuple(state[k].shape)} != {tuple(expected[k].shape)}"
+            for k in sorted(set(state) & set(expected))
+            if state[k].shape != expected[k].shape
+        ]
+        if missing or unexpected or wrong:
+            parts = [
+                f"{label} ({len(items)}): {', '.join(items[:4])}{' ...' if len(items) > 4 else ''}"
+                for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
+                if items
+            ]
+            raise CheckpointError(
+                f"{source}: weights do not fit {self.config.architecture}: " + "; ".join(parts)
+            )
+        self.load_state_dict(state, strict=True)
 
     @property
     def embed_dim(self) -> int:
@@ -202,11 +241,14 @@ class GeoLink(nn.Module):
         self._check_images(images)
         bad = [i for i in layers if not 0 <= i < self.depth]
         if bad:
-            raise ValueError(f"layers {bad} out of range for a ViT with {self.depth} blocks (0-based)")
-        if graphs is not None and not self.config.multimodal:
-            raise ValueError("this model is image-only (unimodal checkpoint): call encode without graphs")
+            raise InputError(
+                f"layers={list(layers)}: {bad} out of range for a ViT with {self.depth} blocks (0-based)"
+            )
         if max_fusion_nodes is not None and max_fusion_nodes < 1:
-            raise ValueError(f"max_fusion_nodes must be >= 1 or None, got {max_fusion_nodes}")
+            raise InputError(
+                f"max_fusion_nodes={max_fusion_nodes}: give a number >= 1, or None for every node"
+            )
+        batch = None if graphs is None else self._graph_batch(graphs, images, "call encode with graphs=None")
 
         training = self.training
         self.eval()
@@ -222,8 +264,8 @@ class GeoLink(nn.Module):
                     osm_region=None,
                     has_osm=None,
                 )
-                if graphs is not None:
-                    self._encode_osm(out, normed, batch_graphs(graphs).to(images.device), max_fusion_nodes)
+                if batch is not None:
+                    self._encode_osm(out, normed, batch, max_fusion_nodes)
         finally:
             self.train(training)
         return out
@@ -236,8 +278,7 @@ class GeoLink(nn.Module):
 
         Equal to ``encode(...).osm_region`` for the same graphs: the region readout never sees the image.
         """
-        if not self.config.multimodal:
-            raise ValueError("this model is image-only (unimodal checkpoint): it has no OSM encoder")
+        self._require_osm("it has no OSM encoder")
         batch = batch_graphs(graphs).to(self.cls_token.device)
         training = self.training
         self.eval()
@@ -253,8 +294,6 @@ class GeoLink(nn.Module):
     def _encode_osm(self, out: EncodeOutput, normed: torch.Tensor, batch: Batch, cap: int | None) -> None:
         """Fill the OSM and fused fields of ``out`` from the final normalised image tokens."""
         num_graphs = normed.size(0)
-        if batch.num_graphs != num_graphs:
-            raise ValueError(f"got {num_graphs} images but {batch.num_graphs} graphs")
         x = {t: batch[t].x for t in NODE_TYPES}
         nodes = self._osm_nodes(x, batch, num_graphs)
         region, _ = self._region(nodes, batch, num_graphs)
@@ -266,11 +305,27 @@ class GeoLink(nn.Module):
         out.has_osm = ~tokens.padding.all(dim=1)
 
     def _check_images(self, images: torch.Tensor) -> None:
+        """Raise InputError unless ``images`` is (B, 3, H, W) at the ViT's input size."""
         expected = (3, *self.patch_embed.img_size)
         if images.dim() != 4 or tuple(images.shape[1:]) != expected:
-            raise ValueError(
+            raise InputError(
                 f"images must be (B, {', '.join(map(str, expected))}), got {tuple(images.shape)}"
             )
+
+    def _require_osm(self, advice: str) -> None:
+        """Raise InputError if this model has no OSM side (an image-only checkpoint); ``advice`` ends the message."""
+        if not self.config.multimodal:
+            raise InputError(f"this model is image-only (config.multimodal=False): {advice}")
+
+    def _graph_batch(
+        self, graphs: HeteroData | Sequence[HeteroData] | Batch, images: torch.Tensor, advice: str
+    ) -> Batch:
+        """``graphs`` as one batch on the device of ``images`` (B, 3, H, W), one graph per image."""
+        self._require_osm(advice)
+        batch = batch_graphs(graphs).to(images.device)
+        if batch.num_graphs != images.size(0):
+            raise InputError(f"got {images.size(0)} images but {batch.num_graphs} graphs")
+        return batch
 
     # ------------------------------------------------------------------ image path
 
@@ -299,7 +354,7 @@ class GeoLink(nn.Module):
         """Node embeddings (GAT, ReLU, per-graph LayerNorm) from node features ``x``."""
         width = {t: v.size(-1) for t, v in x.items()}
         if any(w != self.config.osm_in_chans for w in width.values()):
-            raise ValueError(
+            raise InputError(
                 f"OSM node features are {width} wide but the model expects {self.config.osm_in_chans}"
                 " (the tag text encoder of the graphs and of the model differ)"
             )
@@ -406,15 +461,11 @@ class GeoLink(nn.Module):
            with shared positions, and predict their original tag features.
         Randomness comes from ``generator`` (a torch generator), never from global numpy state.
         """
-        if not self.config.multimodal:
-            raise ValueError("pretraining needs a multimodal GeoLink (config.multimodal=True)")
         self._check_images(images)
+        batch = self._graph_batch(graphs, images, "pretraining needs a multimodal GeoLink")
         c = self.config
         generator = generator or _generator_from_global_rng(images.device)
-        batch = batch_graphs(graphs).to(images.device)
         num_graphs = images.size(0)
-        if batch.num_graphs != num_graphs:
-            raise ValueError(f"got {num_graphs} images but {batch.num_graphs} graphs")
 
         tokens = self._image_sequence(images)
         keep, restore, patch_mask = _random_patch_mask(

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch_geometric.data import Batch, HeteroData
 
+from model.errors import InputError
 from model.osm import EDGE_TYPES, NODE_TYPES, POINTS_PER_NODE
 
 
@@ -20,6 +21,10 @@ def from_official_graph(graph: HeteroData, in_channels: int | None = None) -> He
 
     The input is not modified. Missing node or edge types become empty. ``in_channels`` (the tag-feature width) is
     inferred from the graph when it holds any node; give it for a graph without nodes.
+
+    Raises:
+        InputError: the node types disagree on the tag-feature width, or a graph without nodes lacks
+            ``in_channels``.
     """
     widths = {
         t: graph[t].x.size(1) - 2 * POINTS_PER_NODE[t]
@@ -27,17 +32,17 @@ def from_official_graph(graph: HeteroData, in_channels: int | None = None) -> He
         if t in graph.node_types and "x" in graph[t] and graph[t].x.numel()
     }
     if len(set(widths.values())) > 1:
-        raise ValueError(f"official graph has inconsistent tag-feature widths per node type: {widths}")
+        raise InputError(f"official graph has inconsistent tag-feature widths per node type: {widths}")
     channels = next(iter(widths.values()), in_channels)
     if channels is None:
-        raise ValueError("an official graph without nodes needs in_channels to be given")
+        raise InputError("an official graph without nodes needs in_channels= to be given")
 
     out = HeteroData()
     for t in NODE_TYPES:
         points = POINTS_PER_NODE[t]
         x = graph[t].x if t in graph.node_types and "x" in graph[t] else torch.zeros(0, channels + 2 * points)
         if x.size(1) != channels + 2 * points:
-            raise ValueError(
+            raise InputError(
                 f"official {t} nodes have {x.size(1)} columns, expected {channels} + {2 * points} positional"
             )
         out[t].x = x[:, :channels].float().clone()
@@ -68,6 +73,9 @@ def batch_graphs(graphs: HeteroData | Sequence[HeteroData]) -> Batch:
 
     An existing batch is returned as it is. Other attributes (such as relation one-hots) are left out, so graphs
     from different builders batch together. Tensors are shared, not copied.
+
+    Raises:
+        InputError: a graph lacks a node type or its ``pos``.
     """
     if isinstance(graphs, Batch):
         return graphs
@@ -79,7 +87,7 @@ def batch_graphs(graphs: HeteroData | Sequence[HeteroData]) -> Batch:
 def _model_view(index: int, graph: HeteroData) -> HeteroData:
     missing = [t for t in NODE_TYPES if t not in graph.node_types or "pos" not in graph[t]]
     if missing:
-        raise ValueError(
+        raise InputError(
             f"graph {index} lacks node types or positions {missing}: build graphs with GraphBuilder or convert "
             "official graphs with from_official_graph"
         )

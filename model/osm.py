@@ -34,6 +34,7 @@ class OSMHeteroGAT(nn.Module):
     def forward(
         self, x: dict[str, torch.Tensor], edge_index: dict[tuple[str, str, str], torch.Tensor]
     ) -> dict[str, torch.Tensor]:
+        """Node features per type, (N_t, in_channels) -> (N_t, out_channels), along ``edge_index`` (2, E) per edge."""
         for conv in self.convs:
             x = {t: h.relu() for t, h in conv(x, edge_index).items()}
         return x

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import torch
 
+from model.errors import InputError
+
 
 def sincos_1d(dim: int, positions: torch.Tensor) -> torch.Tensor:
     """Embed 1-D ``positions`` (any shape) into ``dim`` channels: [sin(p * w), cos(p * w)], w = 1/10000^(2i/dim)."""
     if dim % 2:
-        raise ValueError(f"sin-cos embedding width must be even, got {dim}")
+        raise InputError(f"sin-cos embedding width must be even, got {dim} (check the config's widths)")
     omega = torch.arange(dim // 2, dtype=torch.float32, device=positions.device) / (dim / 2.0)
     omega = 1.0 / 10000**omega
     angles = positions.to(torch.float32).reshape(-1, 1) * omega

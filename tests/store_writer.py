@@ -6,7 +6,7 @@ Usage: python store_writer.py STORE. Prints "batch N" after each committed batch
 import sys
 
 import numpy as np
-from synthetic_store import cells_table, h3_grid
+from geolink_store.testing import cells_table, h3_grid
 
 from geolink_store.store.store import Store
 

@@ -1,7 +1,7 @@
 """The `geolink` commands over a real store: search, sql, info, index, export; errors as one line on stderr.
 
 Rows are for REAL H3 cells (a res-9 grid around Kampala) with SYNTHETIC clustered vectors
-(tests/synthetic_store.py).
+(geolink_store.testing).
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import geopandas as gpd
 import h3
 import pytest
 from click.testing import CliRunner
-from synthetic_store import synthetic_store
 
 from geolink_store.cli import main
+from geolink_store.testing import synthetic_store
 
 
 @pytest.fixture(scope="module")

@@ -76,8 +76,7 @@ Store.open(sys.argv[1]).build_indexes("cells", min_rows=0)
 
 
 def test_index_build_survives_20_random_sigkills(tmp_path: Path) -> None:
-    sys.path.insert(0, str(Path(__file__).parent))
-    from synthetic_store import synthetic_store
+    from geolink_store.testing import synthetic_store
 
     _, table = synthetic_store(tmp_path / "db", n=20_000, dim=64)
     rng = random.Random(7)

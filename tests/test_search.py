@@ -1,7 +1,7 @@
 """Similarity search: exact results equal brute-force numpy, spatial prefilters, ANN recall at 50k rows.
 
 Rows are for REAL H3 cells (a res-9 grid around Kampala) with SYNTHETIC clustered vectors
-(tests/synthetic_store.py).
+(geolink_store.testing).
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ import numpy as np
 import pyarrow.compute as pc
 import pytest
 import shapely
-from synthetic_store import brute_force, cells_table, h3_grid, synthetic_store
 
 from geolink_store.errors import GeolinkError
 from geolink_store.query.search import search
 from geolink_store.store.store import Store
+from geolink_store.testing import brute_force, cells_table, h3_grid, synthetic_store
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@
 rollups and read-only enforcement.
 
 Rows are for REAL H3 cells (a res-9 grid around Kampala) with SYNTHETIC clustered vectors
-(tests/synthetic_store.py).
+(geolink_store.testing).
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ import h3
 import numpy as np
 import pytest
 import shapely
-from synthetic_store import brute_force, synthetic_store
 
 from geolink_store.errors import GeolinkError
 from geolink_store.query.sql import SqlSession, run_sql
 from geolink_store.store.store import Store
+from geolink_store.testing import brute_force, synthetic_store
 
 
 @pytest.fixture(scope="module")

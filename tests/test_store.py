@@ -1,7 +1,7 @@
 """The LanceDB store: schema helpers, idempotent atomic upserts, resume after SIGKILL, concurrent reads.
 
 Rows are for REAL H3 cells (a res-9 grid around Kampala) with SYNTHETIC clustered vectors
-(tests/synthetic_store.py).
+(geolink_store.testing).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import h3
 import numpy as np
 import pyarrow as pa
 import pytest
-from synthetic_store import cells_table, h3_grid, synthetic_store
+from geolink_store.testing import cells_table, h3_grid, synthetic_store
 
 from geolink_store.errors import GeolinkError
 from geolink_store.store.store import INDEX_MIN_ROWS, Store, cells_schema, parent_resolutions, patches_schema

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from geolink_store.errors import GeolinkError
-from geolink_store.graphs.text import CLIPTextEncoder, TagEmbeddingCache, encoder_name, normalise_tags
+from geolink_store.graphs.text import CLIPTextEncoder, TagEmbeddingCache, encoder_name
+from geolink_store.sources.tags import normalise_tags
 
 
 class HashEncoder:

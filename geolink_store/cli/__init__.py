@@ -1,3 +1,5 @@
+"""The ``geolink`` command line."""
+
 from geolink_store.cli.main import main
 
 __all__ = ["main"]

@@ -6,19 +6,21 @@ import json
 
 import click
 
+from geolink_store.cli.group import OneLineErrors
+from geolink_store.cli.options import F, db_option, format_option, model_option
 from geolink_store.constants import HEAD_MODALITIES
-from geolink_store.store.store import Store
 
 
-@click.group("heads")
+@click.group("heads", cls=OneLineErrors)
 def heads_group() -> None:
     """Light heads trained straight from the store (no re-encoding)."""
 
 
-def _train_options(command):
+def _train_options(command: F) -> F:
+    """The options ``train`` and ``compare`` share."""
     for option in reversed(
         [
-            click.option("--db", required=True, help="Store: a directory or an s3://, gs://, az:// URI."),
+            db_option,
             click.option(
                 "--labels",
                 "labels_path",
@@ -44,11 +46,9 @@ def _train_options(command):
                 show_default=True,
                 help="Share of a cell a polygon must cover to label it.",
             ),
-            click.option("--model", "model_id", help="Model id (default: the store's only model)."),
+            model_option,
             click.option("--seed", type=int, default=0, show_default=True),
-            click.option(
-                "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
-            ),
+            format_option(),
         ]
     ):
         command = option(command)
@@ -72,6 +72,7 @@ def train(
 ) -> None:
     """Train a head on labelled cells and save it in the store's heads table."""
     from geolink_store.heads.from_store import train_from_store
+    from geolink_store.store import Store
 
     trained = train_from_store(
         Store.open(db),
@@ -119,6 +120,7 @@ def compare(
 ) -> None:
     """Train one head per modality on the same split and compare them."""
     from geolink_store.heads.from_store import train_from_store
+    from geolink_store.store import Store
 
     store = Store.open(db)
     rows = []
@@ -154,7 +156,7 @@ def compare(
 
 
 @heads_group.command("predict")
-@click.option("--db", required=True, help="Store: a directory or an s3://, gs://, az:// URI.")
+@db_option
 @click.option("--head", "head_id", required=True, help="Head id (see `geolink heads list`).")
 @click.option("--model", "model_id", help="Refuse unless the head was trained on this model's vectors.")
 @click.option(
@@ -163,6 +165,7 @@ def compare(
 def predict(db: str, head_id: str, model_id: str | None, map_path: str | None) -> None:
     """Fill the predictions table for every stored cell of the head's model."""
     from geolink_store.heads.from_store import predict_from_store
+    from geolink_store.store import Store
 
     store = Store.open(db)
     predictions = predict_from_store(store, head_id, model_id)
@@ -179,11 +182,12 @@ def predict(db: str, head_id: str, model_id: str | None, map_path: str | None) -
 
 
 @heads_group.command("list")
-@click.option("--db", required=True, help="Store: a directory or an s3://, gs://, az:// URI.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@db_option
+@format_option()
 def list_command(db: str, fmt: str) -> None:
     """The heads saved in the store."""
     from geolink_store.heads.from_store import list_heads
+    from geolink_store.store import Store
 
     heads = list_heads(Store.open(db))
     if fmt == "json":

@@ -1,4 +1,4 @@
-"""``geolink ingest`` and ``geolink demo``: encode a region into a store (the demo: the bundled sample, offline)."""
+"""``geolink ingest`` and ``geolink demo``: encode a region into a store (the demo: the bundled sample)."""
 
 from __future__ import annotations
 
@@ -6,16 +6,26 @@ import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-from tqdm import tqdm
+
+from geolink_store.cli.options import format_option
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
+
+    from geolink_store.ingest import IngestReport
 
 
 @contextmanager
 def progress_bars() -> Iterator[Callable[[int], Callable[[int], None]]]:
-    """A factory of tqdm bars on stderr (cells/s), each advanced by the cells a batch finished. Every bar is closed
-    on exit, so that an error raised mid-run prints on a line of its own.
+    """A factory of tqdm bars on stderr (cells/s), each advanced by the cells a batch finished.
+
+    Every bar is closed on exit, so that an error raised mid-run prints on a line of its own.
     """
+    from tqdm import tqdm
+
     bars: list[tqdm] = []
 
     def open_bar(total: int) -> Callable[[int], None]:
@@ -36,9 +46,10 @@ def progress_bars() -> Iterator[Callable[[int], Callable[[int], None]]]:
             bar.close()
 
 
-def _summary(report) -> str:
+def _summary(report: IngestReport) -> str:
     return (
-        f"{report.cells_encoded} cells encoded ({report.cells_per_s:.1f} cells/s), {report.cells_osm_only} OSM-only, "
+        f"{report.cells_encoded} cells encoded ({report.cells_per_s:.1f} cells/s), "
+        f"{report.cells_osm_only} OSM-only, "
         f"{report.cells_with_osm} with OSM, {report.patches_written} patch rows; "
         f"{report.cells_already_stored} already stored, {report.cells_without_imagery} without imagery, "
         f"{report.cells_too_sparse} with too little imagery; model {report.model_id}"
@@ -122,7 +133,7 @@ def _summary(report) -> str:
     default=None,
     help="Ray engine: a running cluster ('auto', 'ray://head:10001'); default: a new local cluster.",
 )
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@format_option()
 def ingest_command(
     db: str,
     region: str,
@@ -143,7 +154,7 @@ def ingest_command(
     fmt: str,
 ) -> None:
     """Encode every cell of a region into the store: image, OSM and fused vectors per cell and per patch."""
-    from geolink_store.ingest.plan import IngestSettings, ingest
+    from geolink_store.ingest import IngestSettings, ingest
     from model import GeoLink
 
     settings = IngestSettings(
@@ -158,7 +169,7 @@ def ingest_command(
     model = GeoLink.from_checkpoint(checkpoint) if checkpoint else GeoLink.default()
     runner = None
     if engine == "ray":
-        from geolink_store.ingest.engines.ray import RayEngine
+        from geolink_store.ingest import RayEngine
 
         runner = RayEngine(workers=workers, cpus_per_worker=cpus_per_worker, address=ray_address)
     with progress_bars() as progress:

@@ -1,22 +1,26 @@
 """OSM entities of one chip -> the heterogeneous graph GeoLink reads.
 
-A graph has node types ``polygon``, ``line`` and ``point`` (always present, possibly empty) and all nine edge types
-``(src, 'to', dst)``. Per node type, ``x`` (N, D) float32 holds the tag semantics only, ``pos`` (N, P, 2) float32
-the node's points in the chip frame (x right, y down, [0, 1] over the chip, as ``chips.ChipSpec.to_chip_frame``):
+A graph has node types ``polygon``, ``line`` and ``point`` (always present, possibly empty) and all nine edge
+types ``(src, 'to', dst)``. Per node type, ``x`` (N, D) float32 holds the tag semantics only, ``pos`` (N, P,
+2) float32 the node's points in the chip frame (x right, y down, [0, 1] over the chip, as
+``chips.ChipSpec.to_chip_frame``):
 
 - polygon, P = 4: three interior points on rays at 0, 120 and 240 degrees from an anchor, then the anchor (the
-  centroid, or a point on the surface where the centroid falls outside). The official code draws the ray lengths
-  at random; here they are the mean of its range, (min + max vertex distance) / 4, halved until inside.
+  centroid, or a point on the surface where the centroid falls outside). The official code draws the ray
+  lengths at random; here they are the mean of its range, (min + max vertex distance) / 4, halved until
+  inside.
 - line, P = 3: centroid, first vertex, last vertex.
 - point, P = 1: the point.
 
 Edges: every pair of nodes whose clipped geometries intersect (an STRtree query with the ``intersects``
-predicate), self-loops on same-type edges, and for points a Delaunay triangulation instead. ``edge_attr`` one-hot
-encodes the relation (:data:`RELATIONS`) from shapely predicates in a fixed priority; the model ignores it.
+predicate), self-loops on same-type edges, and for points a Delaunay triangulation instead. ``edge_attr``
+one-hot encodes the relation (:data:`RELATIONS`) from shapely predicates in a fixed priority; the model
+ignores it.
 
-Differences from the official ``OSM2Graph``, on purpose: relations from shapely predicates instead of DE-9IM regexes
-(so ``equals`` and crossing lines are classified correctly); 2 or 3 points are triangulated (the official gives them
-self-loops only); polygon points are deterministic; an unknown tag key never crashes (weight below).
+Differences from the official ``OSM2Graph``, on purpose: relations from shapely predicates instead of DE-9IM
+regexes (so ``equals`` and crossing lines are classified correctly); 2 or 3 points are triangulated (the
+official gives them self-loops only); polygon points are deterministic; an unknown tag key never crashes
+(weight below).
 """
 
 from __future__ import annotations
@@ -46,9 +50,9 @@ from geolink_store.graphs.text import (
     TagEmbeddingCache,
     TextEncoder,
     default_cache_dir,
-    normalise_tags,
 )
 from geolink_store.sources.osm import BBox, check_bbox
+from geolink_store.sources.tags import normalise_tags
 from model.osm import EDGE_TYPES, NODE_TYPES
 
 log = logging.getLogger(__name__)
@@ -57,9 +61,9 @@ log = logging.getLogger(__name__)
 RELATIONS: tuple[str, ...] = (
     "self", "delaunay", "equals", "touches", "covers", "covered_by", "overlaps", "crosses", "intersects",
 )  # fmt: skip
-"""The relation vocabulary of ``edge_attr`` (one column each), in priority order: a pair gets the first relation
-that holds (shapely's predicates of the same names; ``covers``/``covered_by`` read source -> destination). A point
-on a polygon's edge therefore ``touches`` it, as in the official graphs."""
+"""The relation vocabulary of ``edge_attr`` (one column each), in priority order: a pair gets the first
+relation that holds (shapely's predicates of the same names; ``covers``/``covered_by`` read source ->
+destination). A point on a polygon's edge therefore ``touches`` it, as in the official graphs."""
 
 _REVERSED = {"covers": "covered_by", "covered_by": "covers"}
 _NODE_TYPE_OF_DIMENSION = {2: "polygon", 1: "line", 0: "point"}
@@ -72,10 +76,10 @@ class TagWeights:
     """Weight of a tag: ``log(count[key])`` from a key-frequency table, as the official GeoLink weights tags.
 
     Args:
-        counts: occurrences per normalised key.
-        unknown_count: the count assumed for a key missing from the table. The default 1 gives it weight 0, the
-            official behaviour: the tag is ignored unless every tag of the node weighs 0, in which case the node
-            takes the plain mean of its tags.
+        counts: occurrences per normalised key. unknown_count: the count assumed for a key missing from the
+        table. The default 1 gives it weight 0, the
+            official behaviour: the tag is ignored unless every tag of the node weighs 0, in which case the
+            node takes the plain mean of its tags.
     """
 
     def __init__(self, counts: Mapping[str, float], unknown_count: float = 1.0) -> None:
@@ -117,13 +121,15 @@ class GraphBuilder:
 
     Args:
         text_encoder: embeds tag strings (any object with ``encode(list[str]) -> (N, D) array``); default
-            :class:`~geolink_store.graphs.text.MiniLMEncoder` (384-d). Use ``CLIPTextEncoder`` for the official 512-d
-            features.
+            :class:`~geolink_store.graphs.text.MiniLMEncoder` (384-d). Use ``CLIPTextEncoder`` for the
+            official 512-d features.
         cache_dir: where tag embeddings persist (per encoder name); ``None`` for
-            :func:`~geolink_store.graphs.text.default_cache_dir` ``/tag-embeddings``, ``False`` to keep them in memory only.
-        tag_weights: per-tag weights; default :meth:`TagWeights.official`.
-        relation_attrs: also store ``edge_attr`` one-hots over :data:`RELATIONS`, as the official graphs do. Off
-            by default: GeoLink ignores ``edge_attr``, and the DE-9IM test per pair halves the speed on dense chips.
+            :func:`~geolink_store.graphs.text.default_cache_dir` ``/tag-embeddings``, ``False`` to keep them
+            in memory only.
+        tag_weights: per-tag weights; default :meth:`TagWeights.official`. relation_attrs: also store
+        ``edge_attr`` one-hots over :data:`RELATIONS`, as the official graphs do. Off
+            by default: GeoLink ignores ``edge_attr``, and the DE-9IM test per pair halves the speed on dense
+            chips.
 
     Example:
         >>> builder = GraphBuilder()                       # doctest: +SKIP
@@ -169,7 +175,10 @@ class GraphBuilder:
         return self.build_many([(entities, bounds)])[0]
 
     def build_many(self, chips: Iterable[tuple[gpd.GeoDataFrame, BBox | ChipSpec]]) -> list[HeteroData]:
-        """Graphs of many chips; tag strings new to the cache are embedded in one encoder call for all of them."""
+        """Graphs of many chips;
+
+        tag strings new to the cache are embedded in one encoder call for all of them.
+        """
         layouts = [self._layout(entities, bounds) for entities, bounds in chips]
         node_tags = [tags for layout in layouts for t in NODE_TYPES for tags in layout.tags[t]]
         features = self._features(node_tags)
@@ -253,7 +262,10 @@ class GraphBuilder:
         return classify_relations(shapely.relate(a, b), shapely.get_dimensions(a), shapely.get_dimensions(b))
 
     def _features(self, node_tags: list[tuple[str, ...]]) -> np.ndarray:
-        """(N, D) tag features: per node, the weighted mean of its tags' embeddings (zeros for a node without tags)."""
+        """(N, D) tag features:
+
+        per node, the weighted mean of its tags' embeddings (zeros for a node without tags).
+        """
         weighted = [self._weighted_tags(tags) for tags in node_tags]
         vocabulary = list(dict.fromkeys(tag for used, _ in weighted for tag in used))
         embeddings = self.cache.embed(vocabulary) if vocabulary else np.zeros((0, self.text_dim), np.float32)
@@ -284,7 +296,9 @@ class GraphBuilder:
 
 
 def _clip_to_parts(geoms: np.ndarray, bounds: BBox) -> tuple[np.ndarray, np.ndarray]:
-    """Single-part pieces of ``geoms`` inside ``bounds`` with the dimension of their source, and their source rows."""
+    """Single-part pieces of ``geoms`` inside ``bounds`` with the dimension of their source, and their source
+    rows.
+    """
     xmin, ymin, xmax, ymax = shapely.bounds(geoms).T if len(geoms) else np.zeros((4, 0))
     crossing = (xmin < bounds[0]) | (ymin < bounds[1]) | (xmax > bounds[2]) | (ymax > bounds[3])
     clipped = geoms.copy()
@@ -344,7 +358,9 @@ _POSITIONS = {"polygon": _polygon_points, "line": _line_points, "point": _point_
 
 
 def _delaunay_edges(xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Self-loops plus both directions of every Delaunay edge of points ``xy`` (N, 2) (a path if collinear)."""
+    """Self-loops plus both directions of every Delaunay edge of points ``xy`` (N, 2) (a path if
+    collinear).
+    """
     n = len(xy)
     pairs = np.zeros((0, 2), dtype=np.int64)
     if n == 2:
@@ -371,10 +387,12 @@ def _row_major(index: np.ndarray, columns: int) -> np.ndarray:
 
 
 def classify_relations(de9im: np.ndarray, dim_a: np.ndarray, dim_b: np.ndarray) -> np.ndarray:
-    """Relation ids (into :data:`RELATIONS`) of intersecting pairs from their DE-9IM matrices (``shapely.relate``).
+    """Relation ids (into :data:`RELATIONS`) of intersecting pairs from their DE-9IM matrices
+    (``shapely.relate``).
 
-    The OGC definitions that shapely's ``equals``/``touches``/``covers``/``covered_by``/``overlaps``/``crosses``
-    evaluate, applied to one matrix per pair instead of one GEOS call per predicate.
+    The OGC definitions that shapely's
+    ``equals``/``touches``/``covers``/``covered_by``/``overlaps``/``crosses`` evaluate, applied to one matrix
+    per pair instead of one GEOS call per predicate.
     """
     m = np.asarray(de9im, dtype="U9").view("U1").reshape(-1, 9)  # rows I, B, E of a x columns I, B, E of b
     hit = m != "F"
@@ -403,7 +421,9 @@ def _reverse_relations(relation: np.ndarray) -> np.ndarray:
 
 
 def _weighted_tags(tags: tuple[str, ...], weights: TagWeights) -> tuple[tuple[str, ...], np.ndarray]:
-    """The tags that count for a node and their normalised weights (zero-weight tags drop out of a weighted mean)."""
+    """The tags that count for a node and their normalised weights (zero-weight tags drop out of a weighted
+    mean).
+    """
     w = np.array([weights(tag) for tag in tags], dtype=np.float64)
     if not len(tags):
         return (), w

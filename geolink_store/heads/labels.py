@@ -1,5 +1,7 @@
-"""User labels joined to H3 cells: points to their cell, polygons to the cells they cover, CSV of ``h3,label``,
-and label rasters (a class per pixel) to fine cells by pixel majority.
+"""User labels joined to H3 cells:
+
+points to their cell, polygons to the cells they cover, CSV of ``h3,label``, and label rasters (a class per
+pixel) to fine cells by pixel majority.
 """
 
 from __future__ import annotations
@@ -12,18 +14,20 @@ import numpy as np
 import pandas as pd
 import rasterio
 import shapely
-from h3.api import basic_int as h3
 from rasterio.features import rasterize
 from rasterio.warp import transform_geom
 
 from geolink_store.constants import VECTOR_SUFFIXES, WGS84
 from geolink_store.errors import GeolinkError
-from geolink_store.grid import as_cells, cell_geometries
+from geolink_store.grid import as_cells, cell_geometries, hex_id, points_to_cells, polygon_cells, resolution
 
 
 @dataclass(frozen=True)
 class CellLabels:
-    """One label per cell: ``cells`` (int64 H3) and ``labels`` (str), plus how many inputs were dropped and why."""
+    """One label per cell:
+
+    ``cells`` (int64 H3) and ``labels`` (str), plus how many inputs were dropped and why.
+    """
 
     cells: np.ndarray
     labels: np.ndarray
@@ -54,10 +58,10 @@ def _from_csv(path: Path, label_column: str, res: int) -> CellLabels:
             raise GeolinkError(f"{path.name} has no column {column!r} (columns: {', '.join(table.columns)})")
     table = table.dropna(subset=["h3", label_column])
     cells = as_cells(int(v) if v.isdigit() else v for v in table["h3"])
-    wrong = [int(c) for c in cells if h3.get_resolution(int(c)) != res]
+    wrong = [int(c) for c in cells if resolution(c) != res]
     if wrong:
         raise GeolinkError(
-            f"{path.name}: {len(wrong)} cells are not at the store's resolution {res} (e.g. {h3.int_to_str(wrong[0])})"
+            f"{path.name}: {len(wrong)} cells are not at the store's resolution {res} (e.g. {hex_id(wrong[0])})"
         )
     votes = pd.DataFrame({"h3": cells, "label": table[label_column].to_numpy(), "weight": 1.0})
     return _resolve(votes, {"missing label or h3": int(len(pd.read_csv(path)) - len(table))})
@@ -86,7 +90,7 @@ def _from_vector(path: Path, label_column: str, res: int, min_share: float) -> C
     votes = [
         pd.DataFrame(
             {
-                "h3": np.array([h3.latlng_to_cell(p.y, p.x, res) for p in points.geometry], dtype=np.int64),
+                "h3": points_to_cells(points.geometry.x, points.geometry.y, res),
                 "label": points[label_column].astype(str).to_numpy(),
                 "weight": 1.0,
             }
@@ -98,11 +102,12 @@ def _from_vector(path: Path, label_column: str, res: int, min_share: float) -> C
 
 
 def _polygon_votes(polygons: gpd.GeoDataFrame, label_column: str, res: int, min_share: float) -> pd.DataFrame:
-    """(h3, label, covered share) for every cell a polygon covers by at least ``min_share`` of the cell's area."""
+    """(h3, label, covered share) for every cell a polygon covers by at least ``min_share`` of the cell's
+    area.
+    """
     rows = []
     for geometry, label in zip(polygons.geometry, polygons[label_column].astype(str), strict=True):
-        shape = h3.geo_to_h3shape(geometry.__geo_interface__)
-        for cell in h3.h3shape_to_cells_experimental(shape, res, contain="overlap"):
+        for cell in polygon_cells(geometry, res, contain="overlap"):
             rows.append((cell, label, geometry))
     if not rows:
         return pd.DataFrame(
@@ -121,7 +126,8 @@ def _polygon_votes(polygons: gpd.GeoDataFrame, label_column: str, res: int, min_
 
 
 def coverage_share(cells: np.ndarray, polygons: gpd.GeoDataFrame) -> np.ndarray:
-    """The share (0-1) of each cell's area covered by the union of ``polygons`` (any CRS), in a local UTM frame.
+    """The share (0-1) of each cell's area covered by the union of ``polygons`` (any CRS), in a local UTM
+    frame.
 
     Useful to derive presence labels (e.g. a cell is built-up when OSM buildings cover >= 25 % of it).
     """
@@ -145,7 +151,9 @@ def _resolve(votes: pd.DataFrame, dropped: dict[str, int]) -> CellLabels:
 
 
 def raster_labels(path: str | Path, fine_cells: np.ndarray, ignore: tuple[int, ...] = (0, 255)) -> CellLabels:
-    """The majority class of a label raster's pixels inside each fine cell (pixels of ``ignore`` classes skipped)."""
+    """The majority class of a label raster's pixels inside each fine cell (pixels of ``ignore`` classes
+    skipped).
+    """
     path = Path(path)
     try:
         source = rasterio.open(path)

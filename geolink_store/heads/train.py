@@ -1,8 +1,8 @@
 """Light downstream heads trained on stored vectors: linear probe, small MLP, k-nearest neighbours.
 
-Everything here works on arrays (vectors, labels, H3 ids); reading them from the store and writing heads back is
-the job of ``geolink_store.heads.from_store``. Splits are spatial by default: whole blocks of a coarser H3 parent go to
-one side, so that neighbouring cells never sit on both sides of the split.
+Everything here works on arrays (vectors, labels, H3 ids); reading them from the store and writing heads back
+is the job of ``geolink_store.heads.from_store``. Splits are spatial by default: whole blocks of a coarser H3
+parent go to one side, so that neighbouring cells never sit on both sides of the split.
 """
 
 from __future__ import annotations
@@ -12,12 +12,11 @@ from typing import Literal
 
 import numpy as np
 import torch
-from h3.api import basic_int as h3
 from safetensors.torch import load, save
 from torch import nn
 
 from geolink_store.errors import GeolinkError
-from geolink_store.grid import parents
+from geolink_store.grid import parents, resolution
 
 HeadKind = Literal["linear", "mlp", "knn"]
 SplitKind = Literal["spatial", "random"]
@@ -34,11 +33,12 @@ class Split:
 def spatial_split(
     cells: np.ndarray, test_fraction: float = 0.25, block_levels: int = 2, seed: int = 0
 ) -> Split:
-    """Assign whole blocks (the parent ``block_levels`` resolutions up) to train or test, about ``test_fraction``.
+    """Assign whole blocks (the parent ``block_levels`` resolutions up) to train or test, about
+    ``test_fraction``.
 
     Blocks are shuffled with ``seed`` and taken for the test side until it holds the wanted share of rows.
     """
-    block_res = max(0, h3.get_resolution(int(cells[0])) - block_levels)
+    block_res = max(0, resolution(cells[0]) - block_levels)
     blocks = parents(cells, block_res)
     unique, inverse, counts = np.unique(blocks, return_inverse=True, return_counts=True)
     if unique.size < 2:
@@ -141,8 +141,8 @@ def train_head(
 ) -> Head:
     """Fit a head on (N, dim) float32 vectors and integer labels, with class weights against imbalance.
 
-    AdamW on shuffled mini-batches for a fixed number of ``steps`` (full batch when N <= ``batch_size``), so the
-    cost does not grow with the number of labelled cells beyond reading them.
+    AdamW on shuffled mini-batches for a fixed number of ``steps`` (full batch when N <= ``batch_size``), so
+    the cost does not grow with the number of labelled cells beyond reading them.
     """
     torch.manual_seed(seed)
     x = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32))
@@ -171,7 +171,9 @@ def train_head(
 
 
 def classification_metrics(truth: np.ndarray, predicted: np.ndarray, classes: list[str]) -> dict:
-    """Accuracy, macro-F1, per-class F1 and IoU (and their mean, mIoU), with the majority-class baseline beside them."""
+    """Accuracy, macro-F1, per-class F1 and IoU (and their mean, mIoU), with the majority-class baseline
+    beside them.
+    """
     scores = _scores(truth, predicted, len(classes))
     majority = np.bincount(truth, minlength=len(classes)).argmax() if truth.size else 0
     baseline = _scores(truth, np.full_like(truth, majority), len(classes))

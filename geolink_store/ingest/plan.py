@@ -1,43 +1,37 @@
-"""Bulk encoding: region -> H3 cells -> chips + OSM graphs -> GeoLink -> ``cells`` and ``patches`` rows in the store.
+"""Planning an ingest: inputs checked and the cells to encode decided before anything is written.
 
-:func:`plan_ingest` checks the inputs and decides which cells to encode; an engine carries the plan out. Work comes
-in partitions (cells grouped by a coarse H3 parent), each reading only its own OSM (:func:`partition_work`, the CPU
-side) and streaming batches of cells through the model (:func:`encode_work`), so memory stays bounded whatever the
-region's size. The :class:`LocalEngine` writes every batch as atomic upserts (patches first, then cells); a cell
-counts as done once its ``cells`` row exists, so an ingest killed at any moment and run again skips finished cells
-and rewrites the rest, ending with exactly the rows of an uninterrupted run. The Ray engine is in
-:mod:`geolink_store.ingest.engines.ray`.
+:func:`plan_ingest` opens the imagery, the region and the store, refuses bad input, and leaves out the cells the
+store already holds for the model; every engine carries out the same :class:`IngestPlan`, partition by partition
+(cells grouped by a coarse H3 parent, each reading only its own OSM: :func:`partition_osm`).
 """
 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
 
 import geopandas as gpd
 import numpy as np
 import pyarrow as pa
 import shapely
 import torch
-from h3.api import basic_int as h3
 from pyproj import CRS
-from torch_geometric.data import HeteroData
 
-from geolink_store.chips import Chip, ChipTally, chip_for_cell, read_chips, transformer
-from geolink_store.constants import WGS84
-from geolink_store.errors import GeolinkError
+from geolink_store.chips import ChipTally
+from geolink_store.constants import CELLS, PATCHES
+from geolink_store.errors import InputError, StoreError
 from geolink_store.graphs.builder import GraphBuilder
 from geolink_store.graphs.text import encoder_name
 from geolink_store.grid import cell_geometries, cell_lonlat, check_resolution, parents, region_cells
 from geolink_store.sources.mosaic import ImagerySource, open_imagery
-from geolink_store.sources.osm import OSMIndex, read_osm
-from geolink_store.store.store import Store, cells_schema, parent_column, parent_resolutions, patches_schema
-from model import NODE_TYPES, GeoLink, fingerprint
+from geolink_store.sources.osm import read_osm
+from geolink_store.store import Store, cells_schema, patches_schema
+from model import GeoLink, fingerprint
+
+Progress = Callable[[int], None]
+"""Receives the number of cells finished as work completes."""
 
 
 @dataclass(frozen=True)
@@ -70,7 +64,13 @@ class IngestSettings:
 
     @property
     def patch_res(self) -> int:
+        """The resolution of the ``patches`` rows."""
         return self.res + 2 if self.fine_res is None else self.fine_res
+
+    def dtype(self, device: torch.device) -> torch.dtype:
+        """The autocast dtype of the model: bfloat16 when asked, or by default on a GPU; float32 otherwise."""
+        bf16 = self.bf16 if self.bf16 is not None else device.type == "cuda"
+        return torch.bfloat16 if bf16 else torch.float32
 
 
 @dataclass
@@ -91,6 +91,7 @@ class IngestReport:
 
     @property
     def cells_per_s(self) -> float:
+        """Cells encoded per second of the whole run."""
         return self.cells_encoded / self.seconds if self.seconds else 0.0
 
     def add_tally(self, tally: ChipTally) -> None:
@@ -100,17 +101,19 @@ class IngestReport:
         self.skipped_cells += tally.skipped_cells
 
 
-Progress = Callable[[int], None]
-
-
 @dataclass(frozen=True)
 class Partition:
-    """The unit of work: the cells to encode under one coarse H3 parent."""
+    """The unit of work: the cells to encode under one coarse H3 parent.
+
+    Attributes:
+        parent: the coarse parent cell.
+        cells: the cells to encode.
+        imaged: those of ``cells`` that the imagery covers.
+    """
 
     parent: int
     cells: np.ndarray
     imaged: np.ndarray
-    """The cells that the imagery covers."""
 
 
 @dataclass
@@ -151,9 +154,13 @@ class IngestPlan:
             text_encoder=encoder_name(self.builder.cache.encoder),
         )
 
-    def widths(self) -> dict[str, int]:
-        """The width of each ``cells`` vector column."""
-        return _widths(self.model)
+    def schemas(self) -> dict[str, pa.Schema]:
+        """The ``cells`` and ``patches`` schemas of this model's rows."""
+        widths = vector_widths(self.model)
+        return {
+            CELLS: cells_schema(widths["image"], widths["osm"], widths["fused"], self.settings.res),
+            PATCHES: patches_schema(widths["image"], widths["fused"]),
+        }
 
 
 def plan_ingest(
@@ -167,17 +174,22 @@ def plan_ingest(
     settings: IngestSettings | None = None,
     graph_builder: GraphBuilder | None = None,
 ) -> IngestPlan:
-    """Check the inputs and decide which cells to encode; opens (or creates) the store but writes no rows."""
+    """Check the inputs and decide which cells to encode; opens (or creates) the store but writes no rows.
+
+    Raises:
+        InputError: bad settings, an image-only model, a text encoder of another width, a missing OSM source.
+        StoreError: the store holds vectors of other widths than the model's.
+    """
     settings = settings or IngestSettings()
     check_resolution(settings.res)
     check_resolution(settings.patch_res, "fine resolution")
     if settings.patch_res <= settings.res:
-        raise GeolinkError(
-            f"the fine resolution ({settings.patch_res}) must be finer than --res ({settings.res})"
+        raise InputError(
+            f"the fine resolution fine_res={settings.patch_res} must be finer than res={settings.res}"
         )
     model = (model or GeoLink.default()).eval()
     if not model.config.multimodal:
-        raise GeolinkError("ingest needs a multimodal GeoLink checkpoint (this one is image-only)")
+        raise InputError("ingest needs a multimodal GeoLink checkpoint (this one is image-only)")
     report = IngestReport(model_id=fingerprint(model))
 
     source = open_imagery(imagery)
@@ -188,12 +200,12 @@ def plan_ingest(
     chip_crs = source.chip_crs(*(float(v[0]) for v in cell_lonlat(covered[:1])))
     builder = graph_builder or GraphBuilder()
     if builder.text_dim != model.config.osm_in_chans:
-        raise GeolinkError(
+        raise InputError(
             f"the tag text encoder gives {builder.text_dim}-d features but the model expects "
             f"{model.config.osm_in_chans}-d: use the model's text encoder"
         )
     if not Path(osm).exists():
-        raise GeolinkError(f"OSM source not found: {osm}")
+        raise InputError(f"OSM source not found: {osm}")
     store = Store.create_or_open(db)
     _check_store_widths(store, model)
     wanted = cells if settings.osm_only else covered
@@ -211,230 +223,33 @@ def plan_ingest(
         chip_crs=chip_crs,
         builder=builder,
         todo=todo,
-        dtype=encode_dtype(settings, next(model.parameters()).device),
+        dtype=settings.dtype(next(model.parameters()).device),
         report=report,
     )
 
 
-def encode_dtype(settings: IngestSettings, device: torch.device) -> torch.dtype:
-    """The autocast dtype of the model: bfloat16 when asked, or by default on a GPU; float32 otherwise."""
-    bf16 = settings.bf16 if settings.bf16 is not None else device.type == "cuda"
-    return torch.bfloat16 if bf16 else torch.float32
-
-
-def ingest(
-    db: str,
-    region: object,
-    imagery: list[str],
-    osm: str,
-    *,
-    model: GeoLink | None = None,
-    model_name: str = "default",
-    settings: IngestSettings | None = None,
-    graph_builder: GraphBuilder | None = None,
-    engine: Engine | None = None,
-    progress: Callable[[int], Progress] | None = None,
-) -> IngestReport:
-    """Encode every cell of ``region`` covered by ``imagery`` into the store at ``db``.
-
-    Args:
-        engine: where the work runs: :class:`LocalEngine` (default, this process) or
-            :class:`~geolink_store.ingest.engines.ray.RayEngine` (a Ray cluster).
-        progress: ``progress(total)`` may return a callback that receives the number of cells finished as work
-            completes.
-    """
-    started = time.perf_counter()
-    plan = plan_ingest(
-        db,
-        region,
-        imagery,
-        osm,
-        model=model,
-        model_name=model_name,
-        settings=settings,
-        graph_builder=graph_builder,
-    )
-    (engine or LocalEngine()).run(plan, progress(int(plan.todo.size)) if progress else None)
-    plan.report.seconds = time.perf_counter() - started
-    return plan.report
-
-
-class Engine(Protocol):
-    """Carries out an :class:`IngestPlan`, counting what it did in ``plan.report``."""
-
-    def run(self, plan: IngestPlan, advance: Progress | None) -> None: ...
-
-
-@dataclass(frozen=True)
-class LocalEngine:
-    """Encode in this process, partition by partition, each batch committed as soon as it is encoded."""
-
-    def run(self, plan: IngestPlan, advance: Progress | None) -> None:
-        tally = ChipTally()
-        for partition in plan.partitions():
-            image_cells = 0
-            for work in partition_work(
-                plan.source, plan.osm, partition, plan.chip_crs, plan.builder, plan.settings, tally
-            ):
-                rows = encode_work(plan.model, work, plan.settings, plan.report.model_id, plan.dtype)
-                plan.register_model()  # after the partition's OSM was read: a bad source writes nothing
-                if rows.patches is not None:
-                    plan.store.upsert("patches", rows.patches)
-                plan.store.upsert("cells", rows.cells)
-                rows.add_to(plan.report)
-                if isinstance(work, ImageBatch):
-                    image_cells += len(work.chips)
-                    if advance:
-                        advance(len(work.chips))
-            if advance:  # cells of the partition encoded from OSM alone or skipped for lack of imagery
-                advance(partition.cells.size - image_cells)
-        plan.report.add_tally(tally)
-
-
-@dataclass
-class ImageBatch:
-    """Chips of cells with imagery and the OSM graph of each chip."""
-
-    chips: list[Chip]
-    graphs: list[HeteroData]
-
-
-@dataclass
-class OsmOnlyBatch:
-    """Cells without (enough) imagery whose chip footprint holds OSM, with their graphs."""
-
-    cells: np.ndarray
-    graphs: list[HeteroData]
-
-
-@dataclass
-class EncodedRows:
-    """Store rows for one batch: ``patches`` (None for OSM-only cells) and ``cells``."""
-
-    patches: pa.Table | None
-    cells: pa.Table
-    with_osm: int
-    osm_only: bool
-
-    def add_to(self, report: IngestReport) -> None:
-        """Count these rows in ``report``."""
-        if self.osm_only:
-            report.cells_osm_only += self.cells.num_rows
-            return
-        report.cells_encoded += self.cells.num_rows
-        report.cells_with_osm += self.with_osm
-        report.patches_written += self.patches.num_rows if self.patches is not None else 0
-
-
-def partition_work(
-    source: ImagerySource,
-    osm: str,
-    partition: Partition,
-    chip_crs: CRS,
-    builder: GraphBuilder,
-    settings: IngestSettings,
-    tally: ChipTally,
-) -> Iterator[ImageBatch | OsmOnlyBatch]:
-    """The CPU side of one partition, batch by batch: its OSM read once, chips read, graphs built.
-
-    The chips of the cells the imagery covers come first; with ``settings.osm_only`` the partition's other cells
-    follow as :class:`OsmOnlyBatch` es. Skipped cells are counted in ``tally``.
-    """
-    index = OSMIndex(partition_osm(osm, partition.cells), chip_crs)
-    read: list[int] = []
-    for batch in _batched(
-        read_chips(source, partition.imaged, chip_crs, min_valid=settings.min_valid, tally=tally),
-        settings.batch_size,
-    ):
-        read += [chip.cell for chip in batch]
-        yield ImageBatch(
-            batch, builder.build_many([(index.query(chip.spec.bounds), chip.spec) for chip in batch])
-        )
-    if not settings.osm_only:
-        return
-    without = np.setdiff1d(partition.cells, np.asarray(read, dtype=np.int64))
-    for cells in np.array_split(without, max(1, -(-without.size // settings.batch_size))):
-        specs = [chip_for_cell(int(cell), chip_crs) for cell in cells]
-        graphs = builder.build_many([(index.query(spec.bounds), spec) for spec in specs])
-        present = np.array([any(g[t].num_nodes for t in NODE_TYPES) for g in graphs], dtype=bool)
-        if present.any():
-            yield OsmOnlyBatch(cells[present], [g for g, keep in zip(graphs, present, strict=True) if keep])
-
-
-@torch.no_grad()
-def encode_work(
-    model: GeoLink,
-    work: ImageBatch | OsmOnlyBatch,
-    settings: IngestSettings,
-    model_id: str,
-    dtype: torch.dtype,
-) -> EncodedRows:
-    """The model side of one batch: encode it and shape the store rows."""
-    widths = _widths(model)
-    if isinstance(work, OsmOnlyBatch):
-        region, present = model.encode_osm(work.graphs)
-        return EncodedRows(
-            None,
-            _cell_rows(
-                work.cells.tolist(),
-                work.graphs,
-                region,
-                present,
-                settings.res,
-                model_id,
-                ["osm-only"] * work.cells.size,
-                widths,
-                image=None,
-                fused=None,
-            ),
-            with_osm=int(present.sum()),
-            osm_only=True,
-        )
-    device = next(model.parameters()).device
-    images = torch.from_numpy(np.stack([chip.image for chip in work.chips])).to(device)
-    out = model.encode(images, work.graphs, max_fusion_nodes=settings.max_fusion_nodes, dtype=dtype)
-    cells = _cell_rows(
-        [chip.cell for chip in work.chips],
-        work.graphs,
-        out.osm_region,
-        out.has_osm,
-        settings.res,
-        model_id,
-        [chip.source for chip in work.chips],
-        widths,
-        image=out.image_global,
-        fused=out.fused.mean(dim=1),
-    )
-    return EncodedRows(
-        _patch_rows(work.chips, out, settings, model_id),
-        cells,
-        with_osm=int(out.has_osm.sum()),
-        osm_only=False,
-    )
-
-
-def _widths(model: GeoLink) -> dict[str, int]:
+def vector_widths(model: GeoLink) -> dict[str, int]:
     """The width of each ``cells`` vector column for ``model``."""
     return {"image": model.embed_dim, "osm": model.config.region_dim, "fused": model.config.fusion_dim}
 
 
 def _check_store_widths(store: Store, model: GeoLink) -> None:
     """Refuse a model whose vector widths differ from the store's (before anything is written)."""
-    widths = _widths(model)
-    if "cells" not in store.table_names():
+    if CELLS not in store.table_names():
         return
-    for column, width in widths.items():
-        stored = store.vector_width("cells", column)
+    for column, width in vector_widths(model).items():
+        stored = store.vector_width(CELLS, column)
         if stored != width:
-            raise GeolinkError(
+            raise StoreError(
                 f"the store's {column} vectors are {stored}-d but this model gives {width}-d: "
-                "use another --db for this model"
+                "use another db=... for this model"
             )
 
 
 def partition_cells(cells: np.ndarray, imaged: np.ndarray, res: int, levels: int) -> Iterator[Partition]:
-    """The cells grouped by their parent ``levels`` resolutions coarser, in a stable order; ``imaged`` is a mask
-    over ``cells`` of those the imagery covers.
+    """The cells grouped by their parent ``levels`` resolutions coarser, in a stable order.
+
+    ``imaged`` is a mask over ``cells`` of those the imagery covers.
     """
     if not cells.size:
         return
@@ -454,103 +269,3 @@ def partition_osm(path: str, cells: np.ndarray) -> gpd.GeoDataFrame:
     west, south, east, north = hexagons.bounds
     pad = max(east - west, north - south) / max(1.0, np.sqrt(cells.size))
     return read_osm(path, (west - pad, south - pad, east + pad, north + pad), allow_empty=True)
-
-
-def _batched(chips: Iterator[Chip], size: int) -> Iterator[list[Chip]]:
-    batch: list[Chip] = []
-    for chip in chips:
-        batch.append(chip)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
-def _cell_rows(
-    cells: list[int],
-    graphs,
-    osm_region: torch.Tensor,
-    has_osm: torch.Tensor,
-    res: int,
-    model_id: str,
-    sources: list[str],
-    widths: dict[str, int],
-    *,
-    image: torch.Tensor | None,
-    fused: torch.Tensor | None,
-) -> pa.Table:
-    """``cells`` rows; ``image`` and ``fused`` are None for cells encoded from OSM alone."""
-    cells = np.asarray(cells, dtype=np.int64)
-    lon, lat = cell_lonlat(cells)
-    osm = osm_region.numpy()
-    columns = {
-        "h3": cells,
-        "res": np.full(cells.size, res, dtype=np.int8),
-        **{parent_column(k): parents(cells, k) for k in parent_resolutions(res)},
-        "lon": lon,
-        "lat": lat,
-        "geometry": shapely.to_wkb(cell_geometries(cells)),
-        "image": _vectors(image, widths["image"], cells.size),
-        "osm": pa.array(
-            [row.tolist() if has else None for row, has in zip(osm, has_osm.tolist(), strict=True)],
-            type=pa.list_(pa.float32(), osm.shape[1]),
-        ),
-        "fused": _vectors(fused, widths["fused"], cells.size),
-        **{f"n_{t}": np.array([g[t].num_nodes for g in graphs], dtype=np.int32) for t in NODE_TYPES},
-        "source": sources,
-        "model_id": [model_id] * cells.size,
-        "created_at": pa.array([datetime.now(UTC)] * cells.size, type=pa.timestamp("us", tz="UTC")),
-    }
-    return pa.Table.from_pydict(
-        columns, schema=cells_schema(widths["image"], widths["osm"], widths["fused"], res)
-    )
-
-
-def _patch_rows(batch: list[Chip], out, settings: IngestSettings, model_id: str) -> pa.Table:
-    """Patch tokens averaged per fine cell, for the fine cells inside each chip's own hexagon."""
-    rows_h3, rows_parent, image_rows, fused_rows = [], [], [], []
-    for i, chip in enumerate(batch):
-        fine = _patch_cells(chip, settings.patch_res, out.image_tokens.shape[1])
-        inside = parents(fine, settings.res) == chip.cell
-        unique, inverse = np.unique(fine[inside], return_inverse=True)
-        for tokens, rows in ((out.image_tokens[i], image_rows), (out.fused[i], fused_rows)):
-            selected = tokens[torch.from_numpy(inside)]
-            sums = torch.zeros(unique.size, selected.size(1)).index_add_(
-                0, torch.from_numpy(inverse), selected
-            )
-            counts = torch.bincount(torch.from_numpy(inverse), minlength=unique.size).unsqueeze(1)
-            rows.append((sums / counts).numpy())
-        rows_h3.append(unique)
-        rows_parent.append(np.full(unique.size, chip.cell, dtype=np.int64))
-    h3_ids = np.concatenate(rows_h3)
-    image, fused = np.concatenate(image_rows), np.concatenate(fused_rows)
-    columns = {
-        "h3": h3_ids,
-        "res": np.full(h3_ids.size, settings.patch_res, dtype=np.int8),
-        "parent": np.concatenate(rows_parent),
-        "image": _vectors(image, image.shape[1], len(image)),
-        "fused": _vectors(fused, fused.shape[1], len(fused)),
-        "model_id": [model_id] * h3_ids.size,
-    }
-    return pa.Table.from_pydict(columns, schema=patches_schema(image.shape[1], fused.shape[1]))
-
-
-def _patch_cells(chip: Chip, fine_res: int, num_patches: int) -> np.ndarray:
-    """The fine H3 cell under each patch centre of the chip (row-major over the patch grid)."""
-    grid = int(round(num_patches**0.5))
-    centres = (np.arange(grid) + 0.5) * chip.spec.size / grid
-    cols, rows = np.meshgrid(centres, centres)
-    xs, ys = chip.spec.transform @ (cols.ravel(), rows.ravel())
-    lon, lat = transformer(chip.spec.crs, CRS.from_user_input(WGS84)).transform(xs, ys)
-    return np.array(
-        [h3.latlng_to_cell(y, x, fine_res) for x, y in zip(lon, lat, strict=True)], dtype=np.int64
-    )
-
-
-def _vectors(values: torch.Tensor | np.ndarray | None, width: int, rows: int) -> pa.FixedSizeListArray:
-    """A fixed-width float32 vector column; all null when ``values`` is None."""
-    if values is None:
-        return pa.nulls(rows, type=pa.list_(pa.float32(), width))
-    array = np.ascontiguousarray(np.asarray(values), dtype=np.float32)
-    return pa.FixedSizeListArray.from_arrays(pa.array(array.ravel()), width)

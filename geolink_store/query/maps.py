@@ -16,7 +16,9 @@ QUERY_STYLE = {"color": "#d7191c", "weight": 3, "fillOpacity": 0.0}
 
 
 def results_map(results: gpd.GeoDataFrame, path: str | os.PathLike) -> folium.Map:
-    """Draw ``geolink_store.query.search.search`` results (and their ``attrs["query_cells"]``) into an HTML file."""
+    """Draw ``geolink_store.query.search.search`` results (and their ``attrs["query_cells"]``) into an HTML
+    file.
+    """
     query = gpd.GeoDataFrame(
         {"h3": results.attrs.get("query_cells", [])},
         geometry=grid.cell_geometries(results.attrs.get("query_cells", [])),
@@ -53,7 +55,10 @@ def results_map(results: gpd.GeoDataFrame, path: str | os.PathLike) -> folium.Ma
 
 
 def predictions_map(predictions: pa.Table, path: str | os.PathLike) -> None:
-    """Draw a head's predictions (``h3``, ``label``, ``score``): a PNG (matplotlib) or an HTML map (folium)."""
+    """Draw a head's predictions (``h3``, ``label``, ``score``):
+
+    a PNG (matplotlib) or an HTML map (folium).
+    """
     frame = gpd.GeoDataFrame(
         {
             "h3_hex": [f"{c:x}" for c in predictions["h3"].to_pylist()],

@@ -18,7 +18,6 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import geopandas as gpd
-import h3.api.basic_int as h3
 import numpy as np
 import pyarrow as pa
 import shapely
@@ -57,12 +56,14 @@ def cell_at(lon: float, lat: float, res: int) -> int:
     """The H3 cell at ``res`` containing a lon/lat point (degrees, EPSG:4326)."""
     if not (-180 <= lon <= 180 and -90 <= lat <= 90):
         raise GeolinkError(f"point ({lon}, {lat}) is not a lon,lat pair in degrees")
-    return int(h3.latlng_to_cell(lat, lon, res))
+    return int(grid.points_to_cells([lon], [lat], res)[0])
 
 
 def cells_of_features(path: str | os.PathLike, res: int) -> np.ndarray:
-    """The cells at ``res`` of each feature in a vector file: cells whose centre lies in a polygon, and the
-    cell holding each point, line vertex or small polygon's representative point.
+    """The cells at ``res`` of each feature in a vector file:
+
+    cells whose centre lies in a polygon, and the cell holding each point, line vertex or small polygon's
+    representative point.
     """
     try:
         frame = gpd.read_file(path)
@@ -77,11 +78,11 @@ def cells_of_features(path: str | os.PathLike, res: int) -> np.ndarray:
             continue
         inside = []
         if geometry.geom_type in ("Polygon", "MultiPolygon"):
-            inside = h3.h3shape_to_cells_experimental(h3.geo_to_h3shape(geometry), res, contain="center")
+            inside = list(grid.polygon_cells(geometry, res))
         if not inside:
             points = shapely.get_coordinates(geometry) if geometry.geom_type != "Polygon" else []
             points = points if len(points) else shapely.get_coordinates(geometry.representative_point())
-            inside = [h3.latlng_to_cell(lat, lon, res) for lon, lat in points]
+            inside = list(grid.points_to_cells(points[:, 0], points[:, 1], res))
         cells.extend(inside)
     if not cells:
         raise GeolinkError(f"{path} holds no geometry")
@@ -100,10 +101,10 @@ def spatial_filter(
         raise GeolinkError("give either --within or --parent, not both")
     if parent is not None:
         (cell,) = parse_cells(parent if isinstance(parent, str | int) else [parent])
-        parent_res = h3.get_resolution(int(cell))
+        parent_res = grid.resolution(cell)
         if parent_res >= res:
             raise GeolinkError(
-                f"parent cell {h3.int_to_str(int(cell))} has resolution {parent_res}; "
+                f"parent cell {grid.hex_id(cell)} has resolution {parent_res}; "
                 f"it must be coarser than the store's resolution {res}"
             )
         return f"{parent_column(parent_res)} = {int(cell)}"
@@ -113,13 +114,13 @@ def spatial_filter(
     if area.equals(shapely.box(*area.bounds)):
         west, south, east, north = area.bounds
         return f"lon >= {west!r} AND lon <= {east!r} AND lat >= {south!r} AND lat <= {north!r}"
-    cells = h3.h3shape_to_cells_experimental(h3.geo_to_h3shape(area), res, contain="center")
-    if not cells:
+    cells = grid.polygon_cells(area, res)
+    if not len(cells):
         return f"{H3_COLUMN} < 0"  # no cell centre inside: nothing matches
-    compact = h3.compact_cells(cells)
+    compact = grid.compact(cells)
     by_res: dict[int, list[int]] = {}
     for cell in compact:
-        by_res.setdefault(h3.get_resolution(int(cell)), []).append(int(cell))
+        by_res.setdefault(grid.resolution(cell), []).append(int(cell))
     column = {r: (H3_COLUMN if r == res else parent_column(r)) for r in by_res}
     return " OR ".join(f"{column[r]} IN ({', '.join(map(str, ids))})" for r, ids in sorted(by_res.items()))
 
@@ -211,10 +212,10 @@ def _query_vector(table, cells: np.ndarray, modality: str, model_id: str, *, req
         .to_arrow()
     )
     stored = set(rows[H3_COLUMN].to_pylist())
-    missing = [h3.int_to_str(int(cell)) for cell in cells if int(cell) not in stored]
+    missing = [int(cell) for cell in cells if int(cell) not in stored]
     if missing and (required or not stored):
         raise GeolinkError(
-            f"H3 cell {missing[0]} ({h3.str_to_int(missing[0])}) is not in the store for model {model_id!r}"
+            f"H3 cell {grid.hex_id(missing[0])} ({missing[0]}) is not in the store for model {model_id!r}"
             + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
         )
     vectors = rows[modality]
@@ -255,7 +256,7 @@ def _to_frame(found: pa.Table, query_cells: np.ndarray) -> gpd.GeoDataFrame:
     found = found.sort_by("_distance")
     geometry = gpd.GeoSeries.from_wkb(found["geometry"].to_pylist(), crs=WGS84)
     frame = found.drop_columns(["geometry"]).rename_columns({"_distance": "distance"}).to_pandas()
-    frame.insert(1, "h3_hex", [h3.int_to_str(int(cell)) for cell in frame[H3_COLUMN]])
+    frame.insert(1, "h3_hex", [grid.hex_id(cell) for cell in frame[H3_COLUMN]])
     result = gpd.GeoDataFrame(frame, geometry=geometry, crs=WGS84)
     result.attrs["query_cells"] = [int(cell) for cell in query_cells]
     return result

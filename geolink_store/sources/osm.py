@@ -1,9 +1,12 @@
-"""OSM sources -> entities: a GeoDataFrame of ``tags`` (dict of raw OSM key -> value) and ``geometry`` (EPSG:4326).
+"""OSM sources -> entities:
 
-Readers: OSM PBF through pyrosm (every element carrying one of :data:`FEATURE_KEYS`, with all its tags), vector
-files through geopandas (GeoJSON, GPKG, GeoParquet, Shapefile, FlatGeobuf), and the official GeoLink per-chip
-example folder (``<name>_{polygon,line,point}.geojson`` + ``<name>.pickle``). :class:`OSMIndex` answers per-chip
-lookups from an STRtree in the chip CRS; :func:`iter_osm_pieces` reads a region too large for memory piece by piece.
+a GeoDataFrame of ``tags`` (dict of raw OSM key -> value) and ``geometry`` (EPSG:4326).
+
+Readers: OSM PBF through pyrosm (every element carrying one of :data:`FEATURE_KEYS`, with all its tags),
+vector files through geopandas (GeoJSON, GPKG, GeoParquet, Shapefile, FlatGeobuf), and the official GeoLink
+per-chip example folder (``<name>_{polygon,line,point}.geojson`` + ``<name>.pickle``). :class:`OSMIndex`
+answers per-chip lookups from an STRtree in the chip CRS; :func:`iter_osm_pieces` reads a region too large for
+memory piece by piece.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from pyproj import CRS
 
 from geolink_store.constants import VECTOR_SUFFIXES, WGS84
 from geolink_store.errors import GeolinkError
-from geolink_store.graphs.text import normalise_tags
+from geolink_store.sources.tags import normalise_tags
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +42,8 @@ FEATURE_KEYS: tuple[str, ...] = (
     "healthcare", "highway", "historic", "landuse", "leisure", "man_made", "military", "natural", "office", "place",
     "power", "public_transport", "railway", "shop", "sport", "telecom", "tourism", "water", "waterway",
 )  # fmt: skip
-"""OSM primary feature keys read from a PBF (buildings, roads, rails, land use, nature, water, POIs...). ``boundary``
-and ``route`` are left out: their relations span whole regions and would sit in every chip."""
+"""OSM primary feature keys read from a PBF (buildings, roads, rails, land use, nature, water, POIs...).
+``boundary`` and ``route`` are left out: their relations span whole regions and would sit in every chip."""
 
 EXAMPLE_GEOMETRY_KINDS = ("polygon", "line", "point")
 _NOT_TAGS = frozenset(
@@ -60,15 +63,16 @@ def read_osm(
 
     Args:
         path: ``*.osm.pbf``; a GeoJSON/GPKG/GeoParquet/Shapefile/FlatGeobuf file whose ``tags`` column holds
-            dicts, JSON objects or ``"key:value;key:value"`` strings (else a ``label`` column in that format, else
-            every attribute column is a tag); or an official per-chip example folder.
+            dicts, JSON objects or ``"key:value;key:value"`` strings (else a ``label`` column in that format,
+            else every attribute column is a tag); or an official per-chip example folder.
         bbox_lonlat: (west, south, east, north) in degrees; entities intersecting it are kept (not clipped).
         allow_empty: return an empty frame instead of raising when no entity lies in the region (a piece of a
             larger region may have none).
 
     Returns:
-        Columns ``tags`` and ``geometry`` in EPSG:4326, plus ``osm_type``/``osm_id`` from a PBF. Tags are dicts of
-        raw OSM key -> value, except ``"key:value;key:value"`` strings read from a file that stores them so.
+        Columns ``tags`` and ``geometry`` in EPSG:4326, plus ``osm_type``/``osm_id`` from a PBF. Tags are
+        dicts of raw OSM key -> value, except ``"key:value;key:value"`` strings read from a file that stores
+        them so.
 
     Raises:
         GeolinkError: the path is missing, unreadable, truncated or of an unknown format, or no entity lies in
@@ -84,12 +88,14 @@ def read_osm(
 def iter_osm_pieces(
     path: str | os.PathLike, bbox_lonlat: BBox, piece_deg: float = 0.05, margin_deg: float = 0.01
 ) -> Iterator[tuple[BBox, gpd.GeoDataFrame]]:
-    """Read a large region piece by piece: for each ``piece_deg`` square of ``bbox_lonlat`` (row by row from the
-    south-west), yield the piece and the entities of the piece grown by ``margin_deg`` on each side.
+    """Read a large region piece by piece:
+
+    for each ``piece_deg`` square of ``bbox_lonlat`` (row by row from the south-west), yield the piece and the
+    entities of the piece grown by ``margin_deg`` on each side.
 
     Process the chips whose centre lies in a piece with that piece's entities: a margin wider than half a chip
-    guarantees that each chip sees all of its entities. Only one piece is in memory at a time (pyrosm reads a PBF
-    with a ``bounding_box``). A piece without entities yields an empty frame.
+    guarantees that each chip sees all of its entities. Only one piece is in memory at a time (pyrosm reads a
+    PBF with a ``bounding_box``). A piece without entities yields an empty frame.
     """
     west, south, east, north = check_bbox(bbox_lonlat)
     if piece_deg <= 0 or margin_deg < 0:
@@ -109,8 +115,8 @@ def iter_osm_pieces(
 class OSMIndex:
     """Entities reprojected once to a chip CRS, with an STRtree for per-chip lookups.
 
-    Tags are normalised once here (:func:`~geolink_store.graphs.text.normalise_tags`), so that building graphs from the
-    query results does no tag parsing.
+    Tags are normalised once here (:func:`~geolink_store.sources.tags.normalise_tags`), so that building
+    graphs from the query results does no tag parsing.
 
     Args:
         entities: a GeoDataFrame with ``tags`` and a CRS (such as :func:`read_osm`'s output).
@@ -129,14 +135,19 @@ class OSMIndex:
         return len(self.entities)
 
     def query(self, bounds: BBox) -> gpd.GeoDataFrame:
-        """The entities intersecting ``bounds`` (west, south, east, north in the index CRS), in input order."""
+        """The entities intersecting ``bounds`` (west, south, east, north in the index CRS), in input
+        order.
+        """
         hits = np.sort(self.tree.query(shapely.box(*bounds), predicate="intersects"))
         return self.entities.iloc[hits]
 
 
 @dataclass(frozen=True)
 class ExampleChip:
-    """One official GeoLink OSM-to-graph example: its entities (EPSG:4326), lon/lat bbox and the rest of its meta."""
+    """One official GeoLink OSM-to-graph example:
+
+    its entities (EPSG:4326), lon/lat bbox and the rest of its meta.
+    """
 
     name: str
     entities: gpd.GeoDataFrame
@@ -145,8 +156,8 @@ class ExampleChip:
 
 
 def read_example_folder(folder: str | os.PathLike) -> ExampleChip:
-    """Read an official example folder ``<name>/`` holding ``<name>_{polygon,line,point}.<vector>`` (any may be
-    missing: that chip simply has no such features) and ``<name>.pickle`` (a dict with ``bbox``).
+    """Read an official example folder ``<name>/`` holding ``<name>_{polygon,line,point}.<vector>`` (any may
+    be missing: that chip simply has no such features) and ``<name>.pickle`` (a dict with ``bbox``).
 
     Raises:
         GeolinkError: the folder or its pickle is missing, or the pickle is unsafe or has no valid ``bbox``.
@@ -171,8 +182,8 @@ def read_example_folder(folder: str | os.PathLike) -> ExampleChip:
 
 
 def load_pickle_safely(data: bytes, source: str = "pickle") -> object:
-    """Unpickle untrusted ``data`` allowing only plain builtins (dict, list, tuple, str, numbers, sets) and numpy
-    numeric scalars (returned as Python numbers); any other class is refused.
+    """Unpickle untrusted ``data`` allowing only plain builtins (dict, list, tuple, str, numbers, sets) and
+    numpy numeric scalars (returned as Python numbers); any other class is refused.
 
     Raises:
         GeolinkError: the data is not a pickle or names a class outside that list.

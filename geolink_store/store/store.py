@@ -1,25 +1,21 @@
-"""The LanceDB store: one directory per store, one Lance table per kind of row, idempotent atomic upserts.
+"""The LanceDB store: one directory (or object-store prefix) per store, one Lance table per kind of row.
 
-Tables (see docs/design.md): ``cells`` (one row per H3 cell and model), ``patches`` (one row per fine H3 cell
-and model), ``models`` (one row per model), ``heads`` (trained heads) and ``predictions`` (one row per head and cell),
-the last two written by ``geolink_store.heads.from_store``.
+Tables (see :mod:`geolink_store.store.schema` and docs/design.md): ``cells`` (one row per H3 cell and model),
+``patches`` (one row per fine H3 cell and model), ``models`` (one row per model), ``heads`` (trained heads) and
+``predictions`` (one row per head and cell), the last two written by ``geolink_store.heads.from_store``.
 
-Every ``upsert`` is one LanceDB ``merge_insert`` per batch, keyed on :data:`TABLE_KEYS`: a batch is one Lance
-commit that lands whole or not at all, and re-writing a row replaces it. A killed writer therefore leaves
-whole batches behind; rerunning it (optionally skipping :meth:`Store.existing_cells`) ends with exactly the
-rows of an uninterrupted run.
-
-Vector indexes: below :data:`INDEX_MIN_ROWS` rows search is exact (flat). :meth:`Store.build_indexes` (called
-by ``geolink index`` and automatically by :meth:`Store.upsert` once a table passes the threshold) builds one
-``IVF_HNSW_SQ`` index per vector column; later rows are folded in by ``optimize`` on the next call. See
-``geolink_store.query.search`` for the query parameters that keep recall@10 >= 0.95.
+Every :meth:`Store.upsert` is one LanceDB ``merge_insert`` per batch, keyed on
+:data:`~geolink_store.store.schema.TABLE_KEYS`: a batch is one Lance commit that lands whole or not at all, and
+re-writing a row replaces it. A killed writer therefore leaves whole batches behind; rerunning it (optionally
+skipping :meth:`Store.existing_cells`) ends with exactly the rows of an uninterrupted run. The second write path,
+for distributed writers, stages fragments and commits each table once (:meth:`Store.write_fragments`,
+:meth:`Store.commit_fragments`, :meth:`Store.journal`). Vector indexes: :mod:`geolink_store.store.indexes`.
 """
 
 from __future__ import annotations
 
 import json
-import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,94 +25,15 @@ import lancedb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.fs as pafs
 
-from geolink_store.constants import H3_COLUMN, MODEL_COLUMN
-from geolink_store.errors import GeolinkError
-
-SCALAR_INDEXES = ((H3_COLUMN, "BTREE"), (MODEL_COLUMN, "BITMAP"))
-TABLE_KEYS: dict[str, tuple[str, ...]] = {
-    "cells": (H3_COLUMN, MODEL_COLUMN),
-    "patches": (H3_COLUMN, MODEL_COLUMN),
-    "models": (MODEL_COLUMN,),
-    "heads": ("head_id",),
-    "predictions": ("head_id", H3_COLUMN),
-}
-VECTOR_COLUMNS: dict[str, tuple[str, ...]] = {
-    "cells": ("image", "osm", "fused"),
-    "patches": ("image", "fused"),
-}
-METRIC = "cosine"
-INDEX_MIN_ROWS = 50_000
-INDEX_TYPE = "IVF_HNSW_SQ"
-ROWS_PER_PARTITION = 4096
-
-
-def parent_resolutions(res: int) -> range:
-    """The coarser resolutions that get an ``h3_r{k}`` parent column in ``cells``: every k in 0..res-1.
-
-    All of them, because they cost 8 bytes per level (a 256-d vector costs 1 KiB) and make every rollup and
-    every ``--parent`` filter a plain integer comparison.
-    """
-    return range(res)
-
-
-def parent_column(res: int) -> str:
-    """The name of the parent column at resolution ``res``."""
-    return f"h3_r{res}"
-
-
-def _vector(dim: int) -> pa.DataType:
-    return pa.list_(pa.float32(), dim)
-
-
-def cells_schema(image_dim: int, osm_dim: int, fused_dim: int, res: int) -> pa.Schema:
-    """The ``cells`` table schema for vectors of the given widths and cells at H3 resolution ``res``."""
-    return pa.schema(
-        [
-            pa.field(H3_COLUMN, pa.int64(), nullable=False),
-            pa.field("res", pa.int8(), nullable=False),
-            *[pa.field(parent_column(k), pa.int64(), nullable=False) for k in parent_resolutions(res)],
-            pa.field("lon", pa.float64(), nullable=False),
-            pa.field("lat", pa.float64(), nullable=False),
-            pa.field("geometry", pa.binary(), nullable=False),  # WKB hexagon, EPSG:4326
-            pa.field("image", _vector(image_dim), nullable=True),  # null for cells encoded OSM-only
-            pa.field("osm", _vector(osm_dim), nullable=True),  # null where the cell has no OSM
-            pa.field("fused", _vector(fused_dim), nullable=True),  # null for cells encoded OSM-only
-            pa.field("n_point", pa.int32(), nullable=False),
-            pa.field("n_line", pa.int32(), nullable=False),
-            pa.field("n_polygon", pa.int32(), nullable=False),
-            pa.field("source", pa.string(), nullable=False),  # imagery id and date
-            pa.field(MODEL_COLUMN, pa.string(), nullable=False),
-            pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),
-        ]
-    )
-
-
-def patches_schema(image_dim: int, fused_dim: int) -> pa.Schema:
-    """The ``patches`` table schema: fine H3 cells, their parent cell and averaged patch vectors."""
-    return pa.schema(
-        [
-            pa.field(H3_COLUMN, pa.int64(), nullable=False),
-            pa.field("res", pa.int8(), nullable=False),
-            pa.field("parent", pa.int64(), nullable=False),  # the h3 of the cell whose chip holds the patch
-            pa.field("image", _vector(image_dim), nullable=True),  # null for cells encoded OSM-only
-            pa.field("fused", _vector(fused_dim), nullable=False),
-            pa.field(MODEL_COLUMN, pa.string(), nullable=False),
-        ]
-    )
-
-
-MODELS_SCHEMA = pa.schema(
-    [
-        pa.field(MODEL_COLUMN, pa.string(), nullable=False),
-        pa.field("name", pa.string(), nullable=False),
-        pa.field("architecture", pa.string(), nullable=False),
-        pa.field("config", pa.string(), nullable=False),  # JSON
-        pa.field("text_encoder", pa.string(), nullable=False),
-        pa.field("created", pa.timestamp("us", tz="UTC"), nullable=False),
-    ]
-)
+from geolink_store.constants import CELLS, H3_COLUMN, MODEL_COLUMN, MODELS
+from geolink_store.errors import InputError, StoreError
+from geolink_store.store._filters import model_filter
+from geolink_store.store._staging import StagingJournal, commit_fragments, write_fragments
+from geolink_store.store._writes import Rows, batches, conform, merge
+from geolink_store.store.indexes import INDEX_MIN_ROWS, build_indexes, index_state
+from geolink_store.store.locations import file_system, is_remote, size_bytes
+from geolink_store.store.schema import CELL_KEY, DECLARED_SCHEMAS, MODELS_SCHEMA, TABLE_KEYS, VECTOR_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -129,17 +46,21 @@ class UpsertResult:
 
 
 class Store:
-    """A geolink store: a LanceDB database holding the ``cells``, ``patches`` and ``models`` tables.
+    """A geolink store: a LanceDB database holding the ``cells``, ``patches``, ``models``... tables.
 
     The store is a local directory or an object-store URI (``s3://bucket/prefix``, ``gs://``, ``az://``); for the
     latter, credentials and endpoint come from the environment as LanceDB reads them (``AWS_ACCESS_KEY_ID``,
-    ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``, ``AWS_ENDPOINT``...).
+    ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``, ``AWS_ENDPOINT``...). A Store pickles as its location, so that
+    workers of a cluster reopen it.
     """
 
     def __init__(self, location: str | Path, db: lancedb.DBConnection) -> None:
         """Wrap an open connection; use :meth:`open` or :meth:`create_or_open` instead."""
         self.location = str(location)
         self._db = db
+
+    def __reduce__(self) -> tuple[Callable[[str], Store], tuple[str]]:
+        return _reopen, (self.uri,)
 
     @property
     def remote(self) -> bool:
@@ -151,12 +72,10 @@ class Store:
         """The local directory of the store.
 
         Raises:
-            GeolinkError: the store is on object storage.
+            InputError: the store is on object storage.
         """
         if self.remote:
-            raise GeolinkError(
-                f"store {self.location} is on object storage; this needs a local store directory"
-            )
+            raise InputError(f"store {self.location} is on object storage; this needs a local store directory")
         return Path(self.location)
 
     @property
@@ -170,34 +89,31 @@ class Store:
 
     @classmethod
     def create_or_open(cls, location: str | Path) -> Store:
-        """Open the store at ``location``, creating an empty one if nothing is there."""
-        if is_remote(location):
-            return cls(location, lancedb.connect(str(location)))
-        path = Path(location)
-        if path.exists() and not path.is_dir():
-            raise GeolinkError(f"store path {path} is a file; a store is a directory")
-        path.mkdir(parents=True, exist_ok=True)
-        return cls(path, lancedb.connect(path))
+        """Open the store at ``location``, creating an empty one if nothing is there.
+
+        Raises:
+            InputError: ``location`` is a file.
+        """
+        if not is_remote(location):
+            path = Path(location)
+            if path.exists() and not path.is_dir():
+                raise InputError(f"store path {path} is a file; a store is a directory")
+            path.mkdir(parents=True, exist_ok=True)
+        return cls(location, lancedb.connect(location))
 
     @classmethod
     def open(cls, location: str | Path) -> Store:
         """Open an existing store.
 
         Raises:
-            GeolinkError: nothing is at ``location`` (no directory, or no tables under the URI).
+            StoreError: nothing is at ``location`` (no directory, or no tables under the URI).
         """
-        missing = GeolinkError(
-            f"store {location} does not exist (create one with `geolink ingest --db {location} ...`)"
-        )
-        if is_remote(location):
-            store = cls(location, lancedb.connect(str(location)))
-            if not store.table_names():
-                raise missing
-            return store
-        path = Path(location)
-        if not path.is_dir():
-            raise missing
-        return cls(path, lancedb.connect(path))
+        if not is_remote(location) and not Path(location).is_dir():
+            raise _missing(location)
+        store = cls(location, lancedb.connect(location))
+        if store.remote and not store.table_names():
+            raise _missing(location)
+        return store
 
     def table_names(self) -> list[str]:
         """The tables in the store, sorted."""
@@ -207,11 +123,13 @@ class Store:
         """An open LanceDB table.
 
         Raises:
-            GeolinkError: the store has no such table.
+            StoreError: the store has no such table.
         """
-        if name not in self.table_names():
-            have = ", ".join(self.table_names()) or "none"
-            raise GeolinkError(f"store {self.location} has no table {name!r} (tables: {have})")
+        names = self.table_names()
+        if name not in names:
+            raise StoreError(
+                f"store {self.location} has no table {name!r} (tables: {', '.join(names) or 'none'})"
+            )
         return self._db.open_table(name)
 
     def register_model(
@@ -223,8 +141,14 @@ class Store:
         config: dict[str, Any],
         text_encoder: str,
     ) -> str:
-        """Record a model once (``model_id`` is ``model.fingerprint``, a hash of config and weights); recording
-        it again changes nothing.
+        """Record a model once; recording it again changes nothing.
+
+        Args:
+            model_id: ``model.fingerprint``, a hash of config and weights.
+            name: a name for people (the checkpoint's file name).
+            architecture: the image backbone.
+            config: the model config, stored as JSON.
+            text_encoder: the tag text encoder the model reads.
         """
         if model_id in {m[MODEL_COLUMN] for m in self.models()}:
             return model_id
@@ -236,258 +160,170 @@ class Store:
             "text_encoder": [text_encoder],
             "created": [datetime.now(UTC)],
         }
-        self.upsert("models", pa.Table.from_pydict(row, schema=MODELS_SCHEMA))
+        self.upsert(MODELS, pa.Table.from_pydict(row, schema=MODELS_SCHEMA))
         return model_id
 
     def models(self) -> list[dict[str, Any]]:
         """The registered models as dicts (``config`` parsed from JSON)."""
-        if "models" not in self.table_names():
+        if MODELS not in self.table_names():
             return []
-        rows = self.table("models").to_arrow().to_pylist()
+        rows = self.table(MODELS).to_arrow().to_pylist()
         return [{**row, "config": json.loads(row["config"])} for row in rows]
 
-    def upsert(
-        self,
-        table: str,
-        data: pa.Table | pa.RecordBatch | Iterable[pa.RecordBatch | pa.Table],
-        *,
-        index: bool = True,
-    ) -> UpsertResult:
-        """Insert or replace rows keyed on :data:`TABLE_KEYS` (``(h3, model_id)`` for cells and patches).
+    def upsert(self, table: str, data: Rows, *, index: bool = True) -> UpsertResult:
+        """Insert or replace rows keyed on :data:`~geolink_store.store.schema.TABLE_KEYS`.
 
         Each batch is one atomic Lance commit (``merge_insert``), so rerunning an interrupted write never
-        duplicates a row. The table is created on the first write with the first batch's schema.
+        duplicates a row. A missing table is created on the first write, with its declared schema
+        (:data:`~geolink_store.store.schema.DECLARED_SCHEMAS`) or else the first batch's.
 
         Args:
-            table: ``cells``, ``patches`` or ``models``.
+            table: ``cells``, ``patches``, ``models``, ``heads`` or ``predictions``.
             data: a pyarrow Table, a RecordBatch, or an iterable of them (streamed batch by batch).
             index: build or refresh the vector indexes afterwards if the table has reached
-                :data:`INDEX_MIN_ROWS` rows (see :meth:`build_indexes`).
+                :data:`~geolink_store.store.indexes.INDEX_MIN_ROWS` rows (see :meth:`build_indexes`).
 
         Raises:
-            GeolinkError: unknown table, or batches whose columns or vector widths differ from the store's.
+            InputError: unknown table, or batches whose columns or vector widths differ from the store's.
         """
         if table not in TABLE_KEYS:
-            raise GeolinkError(f"unknown table {table!r}; the store writes {', '.join(TABLE_KEYS)}")
-        keys = list(TABLE_KEYS[table])
+            raise InputError(f"unknown table {table!r}; the store writes {', '.join(TABLE_KEYS)}")
         inserted = updated = commits = 0
         target = self._db.open_table(table) if table in self.table_names() else None
-        for batch in _batches(data):
-            if batch.num_rows == 0:
-                continue
+        for batch in batches(data):
             if target is None:
-                target = self._db.create_table(table, schema=batch.schema, exist_ok=True)
-            batch = _conform(table, batch, target.schema)
-            _check_unique_keys(table, batch, keys)
-            result = (
-                target.merge_insert(keys)
-                .when_matched_update_all()
-                .when_not_matched_insert_all()
-                .execute(batch, on_bad_vectors="null")  # the nullable osm column may hold nulls
-            )
-            inserted += result.num_inserted_rows
-            updated += result.num_updated_rows
+                schema = DECLARED_SCHEMAS.get(table, batch.schema)
+                target = self._db.create_table(table, schema=schema, exist_ok=True)
+            added, replaced = merge(target, table, batch)
+            inserted += added
+            updated += replaced
             commits += 1
         if index and target is not None and table in VECTOR_COLUMNS:
             self.build_indexes(table)
         return UpsertResult(inserted=inserted, updated=updated, commits=commits)
 
-    def existing_cells(self, model_id: str, table: str = "cells") -> np.ndarray:
+    def ensure_table(self, table: str, schema: pa.Schema) -> pa.Schema:
+        """Create ``table`` empty with ``schema`` unless it exists; return its schema.
+
+        Raises:
+            InputError: the table exists with other columns or vector widths.
+        """
+        if table not in self.table_names():
+            return self._db.create_table(table, schema=schema, exist_ok=True).schema
+        stored = self.table(table).schema
+        conform(table, schema.empty_table(), stored)
+        return stored
+
+    def write_fragments(self, table: str, data: pa.Table) -> list[str]:
+        """Write rows as uncommitted Lance fragments of an existing ``table`` (any process may, in parallel).
+
+        Returns:
+            The fragments' metadata as JSON, for :meth:`commit_fragments`.
+        """
+        return write_fragments(self.table_uri(table), data, self.table(table).schema)
+
+    def commit_fragments(self, table: str, fragments: list[str], *, model_id: str, replace: np.ndarray) -> None:
+        """Commit fragments from :meth:`write_fragments` in one transaction, then refresh the indexes.
+
+        The same commit drops the rows of ``model_id`` that the new rows replace: those of the cells in
+        ``replace`` (``h3`` for ``cells``, ``parent`` for ``patches``). Fragments committed already (by a run
+        interrupted after its commit) are not committed again.
+        """
+        if commit_fragments(self.table_uri(table), fragments, CELL_KEY[table], replace, model_id):
+            self.build_indexes(table)
+
+    def journal(self, name: str) -> StagingJournal:
+        """The staging journal ``name`` of a distributed write, under ``<store>/_staging/``."""
+        filesystem, root = file_system(self.location)
+        return StagingJournal(filesystem, f"{root.rstrip('/')}/_staging/{name}")
+
+    def existing_cells(self, model_id: str, table: str = CELLS) -> np.ndarray:
         """The sorted ``int64`` H3 ids already stored for ``model_id``: what a resumed ingest can skip."""
         if table not in self.table_names():
             return np.empty(0, dtype=np.int64)
-        found = (
-            self.table(table)
-            .search()
-            .where(f"{MODEL_COLUMN} = {sql_string(model_id)}")
-            .select([H3_COLUMN])
-            .limit(None)
-            .to_arrow()
-        )
-        return np.sort(found[H3_COLUMN].to_numpy())
+        found = self.table(table).search().where(model_filter(model_id)).select([H3_COLUMN]).limit(None)
+        return np.sort(found.to_arrow()[H3_COLUMN].to_numpy())
 
     def vector_width(self, table: str, column: str) -> int:
         """The fixed width of a vector column."""
-        field = self.table(table).schema.field(column)
-        return field.type.list_size
+        return self.table(table).schema.field(column).type.list_size
 
-    def resolution(self, model_id: str, table: str = "cells") -> int:
-        """The H3 resolution of the rows of ``model_id`` (one resolution per table and model)."""
-        rows = self.table(table).search().where(f"{MODEL_COLUMN} = {sql_string(model_id)}").select(["res"])
-        found = rows.limit(1).to_arrow()
+    def resolution(self, model_id: str, table: str = CELLS) -> int:
+        """The H3 resolution of the rows of ``model_id`` (one resolution per table and model).
+
+        Raises:
+            StoreError: the table holds no rows of ``model_id``.
+        """
+        found = self.table(table).search().where(model_filter(model_id)).select(["res"]).limit(1).to_arrow()
         if found.num_rows == 0:
-            raise GeolinkError(f"table {table!r} holds no rows for model {model_id!r}")
+            raise StoreError(f"table {table!r} holds no rows for model {model_id!r}")
         return int(found["res"][0].as_py())
 
-    def model_ids(self, table: str = "cells") -> list[str]:
+    def model_ids(self, table: str = CELLS) -> list[str]:
         """The distinct model ids that have rows in ``table``."""
         ids = self.table(table).search().select([MODEL_COLUMN]).limit(None).to_arrow()[MODEL_COLUMN]
         return sorted(pc.unique(ids).to_pylist())
 
-    def default_model(self, model_id: str | None = None, table: str = "cells") -> str:
+    def default_model(self, model_id: str | None = None, table: str = CELLS) -> str:
         """``model_id`` if it has rows in ``table``; if None, the table's only model.
 
         Raises:
-            GeolinkError: the model has no rows, or none was named and several models share the table.
+            StoreError: the model has no rows, or none was named and the table is empty or holds several models.
         """
-        if model_id is not None and self._has_rows(table, f"{MODEL_COLUMN} = {sql_string(model_id)}"):
+        if model_id is not None and self._has_rows(table, model_filter(model_id)):
             return model_id
         ids = self.model_ids(table)
-        if model_id is None:
-            if len(ids) == 1:
-                return ids[0]
-            if not ids:
-                raise GeolinkError(f"table {table!r} in {self.path} is empty")
-            raise GeolinkError(
-                f"table {table!r} holds several models ({', '.join(ids)}); pass --model MODEL_ID"
+        if model_id is not None:
+            raise StoreError(
+                f"model {model_id!r} has no rows in {table!r} (models: {', '.join(ids) or 'none'})"
             )
-        raise GeolinkError(
-            f"model {model_id!r} has no rows in {table!r} (models: {', '.join(ids) or 'none'})"
-        )
+        if not ids:
+            raise StoreError(f"table {table!r} in {self.location} is empty")
+        if len(ids) > 1:
+            raise StoreError(f"table {table!r} holds several models ({', '.join(ids)}); pass model_id=...")
+        return ids[0]
 
     def _has_rows(self, table: str, where: str) -> bool:
         return self.table(table).search().where(where).select([H3_COLUMN]).limit(1).to_arrow().num_rows > 0
 
-    def build_indexes(self, table: str = "cells", *, min_rows: int = INDEX_MIN_ROWS) -> list[str]:
-        """Build an ANN index on every vector column of a table with at least ``min_rows`` rows.
-
-        A column that already has an index gets its new rows folded in (``optimize``) instead. Until a
-        table reaches ``min_rows`` rows search stays exact, which is both correct and fast at that size.
+    def build_indexes(self, table: str = CELLS, *, min_rows: int = INDEX_MIN_ROWS) -> list[str]:
+        """Build or refresh the ANN index of every vector column of a table with at least ``min_rows`` rows.
 
         Returns:
-            The vector columns whose index was built or refreshed.
+            The vector columns whose index was built or refreshed (see
+            :func:`~geolink_store.store.indexes.build_indexes`).
         """
-        target = self.table(table)
-        rows = target.count_rows()
-        if rows < min_rows:
-            return []
-        indexed = {column for index in target.list_indices() for column in index.columns}
-        missing = [
-            column
-            for column in VECTOR_COLUMNS.get(table, ())
-            if column not in indexed and target.count_rows(f"{column} IS NOT NULL") > 0
-        ]
-        for column in missing:
-            target.create_index(
-                metric=METRIC,
-                vector_column_name=column,
-                index_type=INDEX_TYPE,
-                num_partitions=max(1, math.ceil(rows / ROWS_PER_PARTITION)),
-            )
-        for column, kind in SCALAR_INDEXES:
-            if column not in indexed:
-                target.create_scalar_index(column, index_type=kind)
-        stale = [
-            column
-            for column in indexed & set(VECTOR_COLUMNS.get(table, ()))
-            if _unindexed_rows(target, column)
-        ]
-        if stale:
-            target.optimize()
-        return sorted(missing + stale)
+        return build_indexes(self.table(table), table, min_rows)
 
     def info(self) -> dict[str, Any]:
         """A summary: path, size on disk, and per table its rows, models, vector widths and index state."""
         tables = {}
         for name in self.table_names():
             target = self.table(name)
-            indexes = {
-                index.name: {
-                    "columns": list(index.columns),
-                    "type": index.index_type,
-                    "unindexed_rows": _unindexed_rows(target, index.columns[0]),
-                }
-                for index in target.list_indices()
-            }
             tables[name] = {
                 "rows": target.count_rows(),
-                "models": self.model_ids(name)
-                if MODEL_COLUMN in target.schema.names and name != "models"
-                else [],
+                "models": self.model_ids(name) if MODEL_COLUMN in target.schema.names and name != MODELS else [],
                 "vectors": {
                     field.name: field.type.list_size
                     for field in target.schema
                     if pa.types.is_fixed_size_list(field.type)
                 },
-                "indexes": indexes,
-                "search": "ann"
-                if indexes and any(i["type"] != "BTree" for i in indexes.values())
-                else "exact",
+                **index_state(target),
             }
-        filesystem, root = file_system(self.location)
-        files = filesystem.get_file_info(pafs.FileSelector(root, recursive=True))
-        size = sum(f.size for f in files if f.type == pafs.FileType.File)
-        return {"path": self.location, "size_bytes": size, "tables": tables, "models": self.models()}
-
-    def ensure_table(self, table: str, schema: pa.Schema) -> pa.Schema:
-        """Create ``table`` empty with ``schema`` unless it exists; return its schema.
-
-        Raises:
-            GeolinkError: the table exists with other columns or vector widths.
-        """
-        if table not in self.table_names():
-            return self._db.create_table(table, schema=schema, exist_ok=True).schema
-        stored = self.table(table).schema
-        _conform(table, schema.empty_table(), stored)
-        return stored
+        return {
+            "path": self.location,
+            "size_bytes": size_bytes(self.location),
+            "tables": tables,
+            "models": self.models(),
+        }
 
 
-def is_remote(location: str | Path) -> bool:
-    """Whether ``location`` is an object-store URI (``s3://``, ``gs://``, ``az://``...) rather than a local path."""
-    scheme, sep, _ = str(location).partition("://")
-    return bool(sep) and scheme != "file"
+def _missing(location: str | Path) -> StoreError:
+    return StoreError(
+        f"store {location} does not exist: pass location=... of an existing store, or ingest into it first"
+    )
 
 
-def file_system(location: str | Path) -> tuple[pafs.FileSystem, str]:
-    """A pyarrow file system for ``location`` (local or object store) and the path of ``location`` inside it."""
-    if is_remote(location):
-        return pafs.FileSystem.from_uri(str(location))
-    return pafs.LocalFileSystem(), str(Path(location).resolve())
-
-
-def sql_string(value: str) -> str:
-    """``value`` as a quoted SQL string literal (for Lance filters)."""
-    return "'" + str(value).replace("'", "''") + "'"
-
-
-def _unindexed_rows(target: lancedb.table.Table, column: str) -> int:
-    for index in target.list_indices():
-        if column in index.columns:
-            stats = target.index_stats(index.name)
-            return int(stats.num_unindexed_rows) if stats is not None else 0
-    return target.count_rows()
-
-
-def _batches(data: pa.Table | pa.RecordBatch | Iterable[pa.RecordBatch | pa.Table]) -> Iterator[pa.Table]:
-    if isinstance(data, pa.RecordBatch | pa.Table):
-        data = [data]
-    for part in data:
-        yield pa.Table.from_batches([part]) if isinstance(part, pa.RecordBatch) else part
-
-
-def _conform(table: str, batch: pa.Table, schema: pa.Schema) -> pa.Table:
-    """``batch`` with the store's column order and types, or a GeolinkError saying what differs."""
-    for field in schema:
-        if field.name not in batch.schema.names:
-            raise GeolinkError(f"rows for {table!r} lack column {field.name!r} that the store has")
-        given = batch.schema.field(field.name).type
-        if pa.types.is_fixed_size_list(field.type) and given != field.type:
-            width = given.list_size if pa.types.is_fixed_size_list(given) else "variable"
-            raise GeolinkError(
-                f"{table}.{field.name} vectors have width {field.type.list_size} in the store "
-                f"but the new rows have width {width}"
-            )
-    extra = [name for name in batch.schema.names if name not in schema.names]
-    if extra:
-        raise GeolinkError(f"rows for {table!r} have columns the store lacks: {', '.join(extra)}")
-    try:
-        return batch.select(schema.names).cast(schema)
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
-        raise GeolinkError(f"rows for {table!r} do not match the store's schema: {error}") from error
-
-
-def _check_unique_keys(table: str, batch: pa.Table, keys: list[str]) -> None:
-    if batch.group_by(keys).aggregate([]).num_rows != batch.num_rows:
-        raise GeolinkError(
-            f"rows for {table!r} repeat a key ({', '.join(keys)}); each key may appear once per batch"
-        )
+def _reopen(location: str) -> Store:
+    """A pickled :class:`Store`, reopened (in another process)."""
+    return Store(location, lancedb.connect(location))

@@ -1,21 +1,25 @@
-"""Synthetic but realistic store rows for tests and benchmarks: REAL H3 cells, SYNTHETIC clustered vectors.
+"""Helpers shared by the tests and the benchmarks: synthetic stores and machine-readable bench records.
 
-The cells are a true H3 grid (children of a disk of coarse cells around a real place); the vectors are not
-model outputs but follow the structure embeddings have: land-cover-like clusters that are spatially coherent
-(a coarse parent cell picks its cluster), sub-clusters inside each cluster, and per-cell noise.
+Synthetic but realistic store rows: REAL H3 cells, SYNTHETIC clustered vectors. The cells are a true H3 grid
+(children of a disk of coarse cells around a real place); the vectors are not model outputs but follow the
+structure embeddings have: land-cover-like clusters that are spatially coherent (a coarse parent cell picks
+its cluster), sub-clusters inside each cluster, and per-cell noise.
 """
 
 from __future__ import annotations
 
+import json
+import platform
+import sys
 from datetime import UTC, datetime
+from os import PathLike
 
-import h3
 import numpy as np
 import pyarrow as pa
 import shapely
 
 from geolink_store import grid
-from geolink_store.store.store import Store, cells_schema, parent_column, parent_resolutions
+from geolink_store.store import Store, cells_schema, parent_column, parent_resolutions
 
 KAMPALA = (32.58, 0.32)  # lon, lat
 
@@ -27,9 +31,9 @@ def h3_grid(n: int, res: int = 9, center: tuple[float, float] = KAMPALA) -> np.n
     k = 0
     while 1 + 3 * k * (k + 1) < -(-n // per_coarse):
         k += 1
-    coarse = h3.grid_disk(h3.latlng_to_cell(center[1], center[0], coarse_res), k)
-    cells = [h3.str_to_int(c) for p in coarse for c in h3.cell_to_children(p, res)]
-    return np.sort(np.asarray(cells, dtype=np.int64))[:n] if n else np.empty(0, np.int64)
+    coarse = grid.disk(grid.points_to_cells([center[0]], [center[1]], coarse_res)[0], k)
+    cells = grid.children(coarse, res)
+    return np.sort(cells)[:n] if n else np.empty(0, np.int64)
 
 
 def clustered_vectors(
@@ -46,7 +50,7 @@ def clustered_vectors(
     rng = np.random.default_rng(seed)
     centers = rng.standard_normal((n_clusters, dim)).astype(np.float32)
     subs = rng.standard_normal((n_clusters, n_sub, dim)).astype(np.float32) * sub_scale
-    res = h3.get_resolution(h3.int_to_str(int(cells[0])))
+    res = grid.resolution(cells[0])
     parents = grid.parents(cells, max(res - 2, 0))
     cluster = (parents * 2654435761 % (2**31)) % n_clusters
     sub = rng.integers(0, n_sub, len(cells))
@@ -62,7 +66,7 @@ def cells_table(
     cells: np.ndarray, dim: int = 16, *, model_id: str = "test-model", seed: int = 0, with_osm: bool = True
 ) -> pa.Table:
     """A ``cells`` table (store schema) for ``cells``: real H3 geometry and centres, synthetic vectors."""
-    res = h3.get_resolution(h3.int_to_str(int(cells[0])))
+    res = grid.resolution(cells[0])
     lon, lat = grid.cell_lonlat(cells)
     image = clustered_vectors(cells, dim, seed=seed)
     columns = {
@@ -85,7 +89,9 @@ def cells_table(
     return pa.Table.from_pydict(columns, schema=cells_schema(dim, dim, dim, res))
 
 
-def synthetic_store(path, n: int = 2000, dim: int = 16, res: int = 9) -> tuple[Store, pa.Table]:
+def synthetic_store(
+    path: str | PathLike, n: int = 2000, dim: int = 16, res: int = 9
+) -> tuple[Store, pa.Table]:
     """A store at ``path`` holding ``n`` synthetic cells (see :func:`cells_table`) and their model row."""
     table = cells_table(h3_grid(n, res), dim)
     store = Store.create_or_open(path)
@@ -101,3 +107,14 @@ def brute_force(table: pa.Table, query: np.ndarray, column: str = "fused") -> np
     vectors = np.stack(table[column].to_numpy(zero_copy_only=False))
     vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
     return 1.0 - vectors @ (query / np.linalg.norm(query))
+
+
+def bench_record(bench: str, case: str, **figures: float | int | str) -> None:
+    """Print one benchmark figure as a JSON line (``{"bench", "case", "machine", ...figures}``) on stdout.
+
+    Every bench script prints its human-readable table and, beside it, one record per measured case, so that
+    runs can be collected and compared by a program.
+    """
+    machine = f"{platform.machine()} {platform.processor() or ''} python {platform.python_version()}".strip()
+    record = {"bench": bench, "case": case, "machine": machine, **figures}
+    sys.stdout.write(json.dumps(record) + "\n")

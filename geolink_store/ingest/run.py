@@ -1,0 +1,64 @@
+"""``ingest()``: plan an ingest, then carry it out with an engine (in this process by default)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from geolink_store.graphs.builder import GraphBuilder
+from geolink_store.ingest.engines.local import LocalEngine
+from geolink_store.ingest.plan import IngestPlan, IngestReport, IngestSettings, Progress, plan_ingest
+from model import GeoLink
+
+
+class Engine(Protocol):
+    """Carries out an :class:`IngestPlan`, counting what it did in ``plan.report``."""
+
+    def run(self, plan: IngestPlan, advance: Progress | None) -> None:
+        """Encode and store the plan's cells; ``advance`` receives the cells finished as work completes."""
+
+
+def ingest(
+    db: str,
+    region: object,
+    imagery: list[str],
+    osm: str,
+    *,
+    model: GeoLink | None = None,
+    model_name: str = "default",
+    settings: IngestSettings | None = None,
+    graph_builder: GraphBuilder | None = None,
+    engine: Engine | None = None,
+    progress: Callable[[int], Progress] | None = None,
+) -> IngestReport:
+    """Encode every cell of ``region`` covered by ``imagery`` into the store at ``db``.
+
+    Args:
+        db: the store, a directory or an object-store URI (created if missing).
+        region: what :func:`~geolink_store.grid.region_cells` reads: a bbox, a GeoJSON or vector file, cells.
+        imagery: raster files or tile folders.
+        osm: an OSM PBF, a vector file, or an official example folder.
+        model: the GeoLink to encode with (default: the bundled model).
+        model_name: its name in the ``models`` table.
+        settings: see :class:`IngestSettings`.
+        graph_builder: how OSM becomes graphs (default: :class:`~geolink_store.graphs.builder.GraphBuilder`).
+        engine: where the work runs: :class:`~geolink_store.ingest.engines.local.LocalEngine` (default, this
+            process) or :class:`~geolink_store.ingest.engines.ray.RayEngine` (a Ray cluster).
+        progress: ``progress(total)`` may return a callback that receives the number of cells finished as work
+            completes.
+    """
+    started = time.perf_counter()
+    plan = plan_ingest(
+        db,
+        region,
+        imagery,
+        osm,
+        model=model,
+        model_name=model_name,
+        settings=settings,
+        graph_builder=graph_builder,
+    )
+    (engine or LocalEngine()).run(plan, progress(int(plan.todo.size)) if progress else None)
+    plan.report.seconds = time.perf_counter() - started
+    return plan.report

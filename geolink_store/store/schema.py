@@ -1,0 +1,132 @@
+"""Every table's columns, keys and vector columns, declared once (see docs/design.md for what each row means)."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from geolink_store.constants import CELLS, HEADS, H3_COLUMN, MODEL_COLUMN, MODELS, PATCHES, PREDICTIONS
+
+HEAD_COLUMN = "head_id"
+PARENT_COLUMN = "parent"
+"""The ``patches`` column holding the H3 id of the cell whose chip holds the patch."""
+
+TABLE_KEYS: dict[str, tuple[str, ...]] = {
+    CELLS: (H3_COLUMN, MODEL_COLUMN),
+    PATCHES: (H3_COLUMN, MODEL_COLUMN),
+    MODELS: (MODEL_COLUMN,),
+    HEADS: (HEAD_COLUMN,),
+    PREDICTIONS: (HEAD_COLUMN, H3_COLUMN),
+}
+"""The columns that identify a row: writing a row with the key of a stored one replaces it."""
+VECTOR_COLUMNS: dict[str, tuple[str, ...]] = {
+    CELLS: ("image", "osm", "fused"),
+    PATCHES: ("image", "fused"),
+}
+"""The searchable vector columns of each table."""
+CELL_KEY: dict[str, str] = {CELLS: H3_COLUMN, PATCHES: PARENT_COLUMN}
+"""The column tying a row to the cell it was encoded for: re-encoding a cell replaces the rows with that value."""
+
+
+def parent_resolutions(res: int) -> range:
+    """The coarser resolutions that get an ``h3_r{k}`` parent column in ``cells``: every k in 0..res-1.
+
+    All of them, because they cost 8 bytes per level (a 256-d vector costs 1 KiB) and make every rollup and
+    every parent filter a plain integer comparison.
+    """
+    return range(res)
+
+
+def parent_column(res: int) -> str:
+    """The name of the parent column at resolution ``res``."""
+    return f"h3_r{res}"
+
+
+def vector_type(width: int) -> pa.DataType:
+    """The type of a stored vector: ``width`` float32 values."""
+    return pa.list_(pa.float32(), width)
+
+
+def cells_schema(image_dim: int, osm_dim: int, fused_dim: int, res: int) -> pa.Schema:
+    """The ``cells`` table schema for vectors of the given widths and cells at H3 resolution ``res``."""
+    return pa.schema(
+        [
+            pa.field(H3_COLUMN, pa.int64(), nullable=False),
+            pa.field("res", pa.int8(), nullable=False),
+            *[pa.field(parent_column(k), pa.int64(), nullable=False) for k in parent_resolutions(res)],
+            pa.field("lon", pa.float64(), nullable=False),
+            pa.field("lat", pa.float64(), nullable=False),
+            pa.field("geometry", pa.binary(), nullable=False),  # WKB hexagon, EPSG:4326
+            pa.field("image", vector_type(image_dim), nullable=True),  # null for cells encoded OSM-only
+            pa.field("osm", vector_type(osm_dim), nullable=True),  # null where the cell has no OSM
+            pa.field("fused", vector_type(fused_dim), nullable=True),  # null for cells encoded OSM-only
+            pa.field("n_point", pa.int32(), nullable=False),
+            pa.field("n_line", pa.int32(), nullable=False),
+            pa.field("n_polygon", pa.int32(), nullable=False),
+            pa.field("source", pa.string(), nullable=False),  # imagery id and date
+            pa.field(MODEL_COLUMN, pa.string(), nullable=False),
+            pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        ]
+    )
+
+
+def patches_schema(image_dim: int, fused_dim: int) -> pa.Schema:
+    """The ``patches`` table schema: fine H3 cells, their parent cell and averaged patch vectors."""
+    return pa.schema(
+        [
+            pa.field(H3_COLUMN, pa.int64(), nullable=False),
+            pa.field("res", pa.int8(), nullable=False),
+            pa.field(PARENT_COLUMN, pa.int64(), nullable=False),
+            pa.field("image", vector_type(image_dim), nullable=True),  # null for cells encoded OSM-only
+            pa.field("fused", vector_type(fused_dim), nullable=False),
+            pa.field(MODEL_COLUMN, pa.string(), nullable=False),
+        ]
+    )
+
+
+MODELS_SCHEMA = pa.schema(
+    [
+        pa.field(MODEL_COLUMN, pa.string(), nullable=False),
+        pa.field("name", pa.string(), nullable=False),
+        pa.field("architecture", pa.string(), nullable=False),
+        pa.field("config", pa.string(), nullable=False),  # JSON
+        pa.field("text_encoder", pa.string(), nullable=False),
+        pa.field("created", pa.timestamp("us", tz="UTC"), nullable=False),
+    ]
+)
+"""One row per model (``model_id`` is ``model.fingerprint``)."""
+
+HEADS_SCHEMA = pa.schema(
+    [
+        pa.field(HEAD_COLUMN, pa.string(), nullable=False),
+        pa.field(MODEL_COLUMN, pa.string(), nullable=False),
+        pa.field("table", pa.string(), nullable=False),
+        pa.field("modality", pa.string(), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),
+        pa.field("dim", pa.int32(), nullable=False),
+        pa.field("classes", pa.string(), nullable=False),  # JSON list
+        pa.field("metrics", pa.string(), nullable=False),  # JSON object
+        pa.field("weights", pa.binary(), nullable=False),  # safetensors bytes
+        pa.field("labels", pa.string(), nullable=False),  # the labels file and column it was trained on
+        pa.field("created", pa.timestamp("us", tz="UTC"), nullable=False),
+    ]
+)
+"""One row per trained head."""
+
+PREDICTIONS_SCHEMA = pa.schema(
+    [
+        pa.field(HEAD_COLUMN, pa.string(), nullable=False),
+        pa.field(H3_COLUMN, pa.int64(), nullable=False),
+        pa.field("label", pa.string(), nullable=False),
+        pa.field("score", pa.float32(), nullable=False),  # the probability of the label
+        pa.field("probabilities", pa.list_(pa.float32()), nullable=False),  # one per class, in the head's order
+        pa.field(MODEL_COLUMN, pa.string(), nullable=False),
+    ]
+)
+"""One row per head and cell (or patch). ``probabilities`` has no fixed width: heads of any class count share it."""
+
+DECLARED_SCHEMAS: dict[str, pa.Schema] = {
+    MODELS: MODELS_SCHEMA,
+    HEADS: HEADS_SCHEMA,
+    PREDICTIONS: PREDICTIONS_SCHEMA,
+}
+"""The tables whose schema is fixed; ``cells`` and ``patches`` take the vector widths of their first rows."""
