@@ -1,8 +1,8 @@
-"""Encoding throughput of the default GeoLink model on this machine (images/s), against timm's plain ViT forward.
+"""Encoding throughput of the default GeoLink model here (images/s), against timm's plain ViT forward.
 
 Run: ./venv-run python bench/bench_encode.py [--batch 16] [--repeats 5]
-The baseline (timm ``forward_features`` of the same ViT) runs in the same process, so the ratio is comparable across
-noisy machines. OSM graphs have the size of a typical real UFZ tile (11 polygons, 43 lines, 16 points).
+The baseline (timm ``forward_features`` of the same ViT) runs in the same process, so the ratio is comparable
+across noisy machines. OSM graphs have the size of a typical real UFZ tile (11 polygons, 43 lines, 16 points).
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def main() -> None:
 
 
 def _sample_graph(width: int, seed: int):
-    """A graph with the size of a typical real UFZ tile (about 70 nodes) and random tag features of ``width``."""
+    """A graph of a typical real UFZ tile's size (about 70 nodes), random tag features of ``width``."""
     generator = torch.Generator().manual_seed(seed)
     graph = empty_graph(width)
     for node_type, count, points in (("polygon", 11, 4), ("line", 43, 3), ("point", 16, 1)):

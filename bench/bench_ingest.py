@@ -1,9 +1,9 @@
 """End-to-end ingest throughput (cells/s) of the bundled Kampala sample with the default model.
 
 Run: ./venv-run python bench/bench_ingest.py
-Baseline in the same run: the model's encode alone on the same number of chips (the floor of any ingest), so the
-ratio is the cost of reading tiles, building graphs and writing the store. The store's write path alone (no model)
-is measured by bench/bench_search.py (upsert rows/s).
+Baseline in the same run: the model's encode alone on the same number of chips (the floor of any ingest), so
+the ratio is the cost of reading tiles, building graphs and writing the store. The store's write path alone
+(no model) is measured by bench/bench_search.py (upsert rows/s).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from geolink_store.ingest.plan import IngestSettings, ingest
+from geolink_store.ingest import IngestSettings, ingest
 from geolink_store.sample import kampala_sample
 from model import GeoLink
 
@@ -47,7 +47,8 @@ def main() -> None:
     encode_only = time.perf_counter() - start
     print(
         f"ingest: {report.cells_encoded} cells + {report.patches_written} patch rows in {seconds:.2f} s = "
-        f"{report.cells_encoded / seconds:.1f} cells/s; encode alone {report.cells_encoded / encode_only:.1f} "
+        f"{report.cells_encoded / seconds:.1f} cells/s; "
+        f"encode alone {report.cells_encoded / encode_only:.1f} "
         f"cells/s (ingest takes {seconds / encode_only:.1f}x the encode time)"
     )
 

@@ -1,10 +1,10 @@
 """Splitting a large region into partitions (the work units of both engines) at city scale.
 
 Run: ./venv-run python bench/bench_partitions.py [--res 11]
-A real H3 grid around Kampala (0.4 x 0.4 degrees: ~836k cells at res 11), 90 % of it covered by imagery. Measured:
-the partitions with their covered cells, from one membership test over the whole region. Baseline in the same run:
-a membership test of each partition against all covered cells (what ingest did before), timed on 50 partitions and
-scaled to all of them.
+A real H3 grid around Kampala (0.4 x 0.4 degrees: ~836k cells at res 11), 90 % of it covered by imagery.
+Measured: the partitions with their covered cells, from one membership test over the whole region. Baseline in
+the same run: a membership test of each partition against all covered cells (what ingest did before), timed on
+50 partitions and scaled to all of them.
 """
 
 from __future__ import annotations

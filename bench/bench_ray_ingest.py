@@ -1,10 +1,10 @@
 """Ray engine scaling: 1 against 2 workers on this machine, with the local engine as the same-run baseline.
 
 Run: ./venv-run python bench/bench_ray_ingest.py [--res 13] [--repeats 2]
-The bundled Kampala sample at resolution 13 (509 cells in 19 partitions: resolution-11 parents) is encoded into a
-fresh store per run. One local Ray instance is started first (not timed); each timed Ray run includes starting its
-actors (model and tag encoder load), encoding, writing fragments and the commit. Every run's rows are checked
-against the local engine's.
+The bundled Kampala sample at resolution 13 (509 cells in 19 partitions: resolution-11 parents) is encoded
+into a fresh store per run. One local Ray instance is started first (not timed); each timed Ray run includes
+starting its actors (model and tag encoder load), encoding, writing fragments and the commit. Every run's rows
+are checked against the local engine's.
 """
 
 from __future__ import annotations
@@ -17,10 +17,9 @@ from pathlib import Path
 import numpy as np
 import ray
 
-from geolink_store.ingest.engines.ray import RayEngine
-from geolink_store.ingest.plan import IngestSettings, ingest
+from geolink_store.ingest import IngestSettings, RayEngine, ingest
 from geolink_store.sample import kampala_sample
-from geolink_store.store.store import Store
+from geolink_store.store import Store
 from model import GeoLink
 
 
@@ -68,7 +67,8 @@ def main() -> None:
     print(f"{cells} cells at res {args.res} (+ {report.patches_written} patch rows), best of {args.repeats}:")
     for name, seconds in best.items():
         print(
-            f"  {name:45s} {seconds:6.1f} s  {cells / seconds:5.1f} cells/s  speed-up vs 1 worker {one / seconds:.2f}x"
+            f"  {name:45s} {seconds:6.1f} s  {cells / seconds:5.1f} cells/s  "
+            f"speed-up vs 1 worker {one / seconds:.2f}x"
         )
 
 

@@ -1,8 +1,8 @@
-"""Heads on real data: building presence per cell (Kampala, Atlanta) per modality, and a UFZ segmentation smoke test.
+"""Real-data heads: building presence per cell (Kampala, Atlanta) per modality; UFZ segmentation smoke test.
 
 Run: ./venv-run python bench/eval_heads.py --shared ../shared/data
-Labels for Kampala and Atlanta come from OSM buildings (a cell is 'built' when buildings cover >= 25 % of it), so
-the osm and fused vectors see the answer through their input: the image column is the honest probe.
+Labels for Kampala and Atlanta come from OSM buildings (a cell is 'built' when buildings cover >= 25 % of it),
+so the osm and fused vectors see the answer through their input: the image column is the honest probe.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from PIL import Image
 from geolink_store.heads.from_store import train_from_store
 from geolink_store.heads.labels import coverage_share
 from geolink_store.heads.train import classification_metrics, train_head
-from geolink_store.ingest.plan import IngestSettings, ingest
+from geolink_store.ingest import IngestSettings, ingest
 from geolink_store.sources.mosaic import open_imagery
 from geolink_store.store.store import Store
 from model import GeoLink
@@ -46,15 +46,14 @@ def presence(name: str, imagery: Path, buildings: Path, res: int, work: Path) ->
     pd.DataFrame({"h3": [f"{c:x}" for c in cells], "label": np.where(share >= 0.25, "built", "open")}).to_csv(
         labels, index=False
     )
-    print(
-        f"\n{name}: {len(cells)} res-{res} cells, {(share >= 0.25).mean():.0%} built; linear head, spatial split"
-    )
+    built = (share >= 0.25).mean()
+    print(f"\n{name}: {len(cells)} res-{res} cells, {built:.0%} built; linear head, spatial split")
     print(f"{'modality':<8} {'accuracy':>8} {'macro-F1':>8} {'baseline':>8} {'train':>5} {'test':>5}")
     for modality in ("image", "osm", "fused", "concat"):
         m = train_from_store(store, labels, "label", modality=modality, split="spatial").metrics
         print(
-            f"{modality:<8} {m['accuracy']:8.3f} {m['macro_f1']:8.3f} {m['majority_baseline']['macro_f1']:8.3f} "
-            f"{m['train']:5d} {m['test']:5d}"
+            f"{modality:<8} {m['accuracy']:8.3f} {m['macro_f1']:8.3f} "
+            f"{m['majority_baseline']['macro_f1']:8.3f} {m['train']:5d} {m['test']:5d}"
         )
 
 

@@ -1,6 +1,6 @@
-"""The chip grid of an H3 cell:
+"""The chip grid of an H3 cell.
 
-a square, north-up pixel grid in a metric CRS, and the chip frame of its contents.
+A square, north-up pixel grid in a metric CRS, and the chip frame of its contents.
 
 Pixels and OSM geometry share one frame: ``x = (X - west) / width`` to the right and ``y = (north - Y) /
 height`` downwards, both in [0, 1] over the chip. Imagery is resampled onto ``ChipSpec.transform``; geometry
@@ -38,8 +38,9 @@ def transformer(source: CRS, target: CRS) -> Transformer:
 
 @dataclass(frozen=True)
 class ChipSpec:
-    """A square chip of ``size`` x ``size`` pixels covering ``bounds`` (west, south, east, north) in
-    ``crs``.
+    """A square chip of ``size`` x ``size`` pixels in ``crs``.
+
+    It covers ``bounds`` (west, south, east, north) in ``crs``.
     """
 
     cell: int
@@ -141,8 +142,9 @@ class ChipTally:
 
 
 class ChipReader(Protocol):
-    """Anything that reads the chip of a :class:`ChipSpec`
-    (``geolink_store.sources.mosaic.ImagerySource``).
+    """Anything that reads the chip of a :class:`ChipSpec`.
+
+    For example ``geolink_store.sources.mosaic.ImagerySource``.
     """
 
     def read(self, spec: ChipSpec) -> Chip | None:
@@ -157,8 +159,10 @@ def read_chips(
     min_valid: float = 0.0,
     tally: ChipTally | None = None,
 ) -> Iterator[Chip]:
-    """Read the chip of each cell in ``crs``, skipping cells without imagery or with ``valid_fraction`` below
-    ``min_valid``; pass a :class:`ChipTally` to count (and list) the skipped cells.
+    """Read the chip of each cell in ``crs``, skipping cells without imagery or too sparse.
+
+    A cell is too sparse where its chip's ``valid_fraction`` is below ``min_valid``; pass a
+    :class:`ChipTally` to count (and list) the skipped cells.
     """
     tally = tally if tally is not None else ChipTally()
     for cell in cells:

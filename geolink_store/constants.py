@@ -1,4 +1,4 @@
-"""The project's shared vocabulary, defined once:
+"""The project's shared vocabulary, defined once.
 
 CRS names, chip size and normalisation, tables, columns, suffixes.
 """

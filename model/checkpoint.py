@@ -42,7 +42,8 @@ def read_checkpoint(
     """The config and state dict (GeoLink's keys) of any supported checkpoint (see the module docstring).
 
     Raises:
-        CheckpointError: the file is missing, unreadable, refused (it would unpickle code) or of unknown layout.
+        CheckpointError: the file is missing, unreadable, of unknown layout, or refused (it would unpickle
+            code).
     """
     path = _existing(path)
     if path.suffix == ".safetensors":

@@ -14,9 +14,9 @@ class GeoLinkConfig:
     """Architecture and pretraining settings; the defaults are the official GeoLink (ViT-L/16, CLIP tags).
 
     ``timm_kwargs`` go to ``timm.create_model`` (e.g. ``{"depth": 4}`` for a shallower ViT).
-    ``multimodal=False`` builds the image encoder alone (the official unimodal release). ``type_attention=True``
-    attends over the OSM types present in a graph; ``False`` is the official plain sum, needed for official
-    checkpoints.
+    ``multimodal=False`` builds the image encoder alone (the official unimodal release).
+    ``type_attention=True`` attends over the OSM types present in a graph; ``False`` is the official plain
+    sum, needed for official checkpoints.
     ``shared_positions=False`` drops the shared sin-cos positions from the fusion block (an ablation).
     Named sizes are in ``model.presets``.
     """

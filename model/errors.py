@@ -1,4 +1,4 @@
-"""The root of the project's one error tree (``model`` is the lowest layer; ``geolink_store.errors`` re-exports it).
+"""The root of the project's one error tree, in its lowest layer (``geolink_store.errors`` re-exports it).
 
 Every error a user can cause derives from :class:`GeolinkError`: the command line prints its message as one
 ``error:`` line and exits 1. Any other exception is a bug and shows its traceback.

@@ -10,13 +10,17 @@ class TwoWayFusionBlock(nn.Module):
     """One fusion layer (adapted from SAM's two-way block, as in GeoLink).
 
     Image tokens ``img`` (B, L, C) and OSM tokens ``osm`` (B, N, C) carry position embeddings in the same
-    patch-grid frame. The steps are: OSM self-attention; image tokens attend to OSM tokens; OSM tokens attend to
-    the updated image tokens; a linear layer on the OSM tokens. Every step is followed by a LayerNorm.
+    patch-grid frame. The steps are: OSM self-attention; image tokens attend to OSM tokens; OSM tokens attend
+    to the updated image tokens; a linear layer on the OSM tokens. Every step is followed by a LayerNorm.
 
     Attribute names follow the official checkpoint (``cross_attn_token_to_image`` is the image -> OSM
-    attention).
-    A sample without any OSM token (``empty``) gets nothing from the cross-attention: its image tokens become
+    attention). A sample without any OSM token gets nothing from the cross-attention: its image tokens become
     ``norm2(img)``, the defined image-only path.
+
+    Args:
+        dim: token width C.
+        num_heads: attention heads of every attention step.
+        dropout: attention dropout.
     """
 
     def __init__(self, dim: int, num_heads: int, dropout: float = 0.1) -> None:
@@ -42,10 +46,14 @@ class TwoWayFusionBlock(nn.Module):
         osm_pe: torch.Tensor,
         padding: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return the updated (image tokens, OSM tokens). ``padding`` (B, N) is True for padded OSM slots."""
+        """Return the updated image tokens (B, L, C) and OSM tokens (B, N, C).
+
+        ``img_pe`` (B, L, C) and ``osm_pe`` (B, N, C) are their position embeddings; ``padding`` (B, N) is
+        True for padded OSM slots.
+        """
         empty = padding.all(dim=1) if padding is not None else None
         if empty is not None and empty.any():
-            # Fully padded samples get one visible (zero) slot so softmax stays finite; its output is discarded.
+            # Give an empty sample one visible (zero) slot so softmax stays finite; the output is unused.
             padding = padding.clone()
             padding[empty, 0] = False
 

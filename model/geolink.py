@@ -1,8 +1,9 @@
-"""The GeoLink network: a ViT image encoder, a heterogeneous-GAT OSM encoder, their fusion, the pretraining losses.
+"""The GeoLink network: ViT image encoder, heterogeneous-GAT OSM encoder, their fusion, pretraining losses.
 
 Parameter names and shapes equal the official implementation's, so official checkpoints load unchanged. The
-behaviour differs where the official code is wrong (each method's docstring says where): per-graph normalisation,
-deterministic fusion, empty graphs anywhere in a batch, any float dtype, no in-place changes to inputs.
+behaviour differs where the official code is wrong (each method's docstring says where): per-graph
+normalisation, deterministic fusion, empty graphs anywhere in a batch, any float dtype, no in-place changes to
+inputs.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ class GeoLink(nn.Module):
     """GeoLink (NeurIPS 2025): remote-sensing imagery and OpenStreetMap in one model.
 
     Args:
-        config: the architecture (``model.presets`` names the usual ones); default: the official ViT-L/16 GeoLink.
+        config: the architecture (``model.presets`` names the usual ones); default: the official ViT-L/16.
     """
 
     def __init__(self, config: GeoLinkConfig | None = None) -> None:
@@ -134,7 +135,7 @@ class GeoLink(nn.Module):
         self.osm_node_pred = nn.Linear(c.fusion_dim, c.osm_in_chans)
 
     def _init_weights(self) -> None:
-        """MAE-style init: xavier patch embedding and linears, N(0, 0.02) tokens; the timm ViT keeps its own."""
+        """MAE-style init: xavier patch embedding and linears, N(0, 0.02) tokens; the ViT keeps timm's."""
         weight = self.patch_embed.proj.weight.data
         nn.init.xavier_uniform_(weight.view(weight.size(0), -1))
         nn.init.normal_(self.cls_token, std=0.02)
@@ -149,8 +150,8 @@ class GeoLink(nn.Module):
     def _freeze_unused(self) -> None:
         """Parameters kept only for checkpoint compatibility take no gradient.
 
-        These are timm's own class token, positions and norm (GeoLink replaces them) and, with the official plain
-        sum over OSM types, the type attention.
+        These are timm's own class token, positions and norm (GeoLink replaces them) and, with the official
+        plain sum over OSM types, the type attention.
         """
         for name in ("cls_token", "pos_embed"):
             getattr(self.img_encoder, name).requires_grad_(False)
@@ -167,8 +168,8 @@ class GeoLink(nn.Module):
         Reads official multimodal and unimodal ``.pth`` files and our ``.safetensors`` (``model.checkpoint``).
 
         Raises:
-            CheckpointError: the file is missing, unreadable or refused, or its weights do not fit its config (the
-                message names the missing, unexpected and wrongly shaped keys).
+            CheckpointError: the file is missing, unreadable or refused, or its weights do not fit its config
+                (the message names the missing, unexpected and wrongly shaped keys).
         """
         config, state = read_checkpoint(path, map_location)
         try:
@@ -182,16 +183,16 @@ class GeoLink(nn.Module):
 
     @classmethod
     def default(cls) -> GeoLink:
-        """The bundled default model (``model/weights/MODEL_CARD.md``); the caller's RNG state is untouched."""
+        """The bundled default model (``model/weights/MODEL_CARD.md``); the caller's RNG state is kept."""
         with torch.random.fork_rng(devices=[]):
             return cls.from_checkpoint(DEFAULT_WEIGHTS)
 
     def save(self, path: str | Path, dtype: torch.dtype | None = None) -> Path:
-        """Write config and weights as one ``.safetensors`` file, floating tensors cast to ``dtype`` if given."""
+        """Write config and weights as one ``.safetensors`` file (floating tensors cast to ``dtype``)."""
         return write_checkpoint(path, self.config, self.state_dict(), dtype)
 
     def _load_strict(self, state: dict[str, torch.Tensor], source: str | Path) -> None:
-        """Load ``state`` strictly, or say in one message which keys are missing, unexpected or of another shape."""
+        """Load ``state`` strictly, or say in one message which keys are missing, unexpected or misshapen."""
         expected = self.state_dict()
         missing = sorted(set(expected) - set(state))
         unexpected = sorted(set(state) - set(expected))
@@ -234,9 +235,13 @@ class GeoLink(nn.Module):
     ) -> EncodeOutput:
         """Encode ImageNet-normalised images (B, 3, 224, 224) and, optionally, one OSM graph per image.
 
-        ``layers`` are 0-based ViT block indices whose raw outputs are returned. Every OSM node takes part in the
-        fusion unless ``max_fusion_nodes`` caps it; the cap keeps evenly spaced nodes (deterministic). ``dtype``
-        ``torch.bfloat16`` runs under autocast. Results never depend on the other samples of the batch.
+        ``layers`` are 0-based ViT block indices whose raw outputs are returned. Every OSM node takes part in
+        the fusion unless ``max_fusion_nodes`` caps it; the cap keeps evenly spaced nodes (deterministic).
+        ``dtype=torch.bfloat16`` runs under autocast. Results never depend on the other samples of the batch.
+
+        Raises:
+            InputError: images of another shape, ``layers`` out of range, graphs for an image-only model, or
+                a graph count other than the image count.
         """
         self._check_images(images)
         bad = [i for i in layers if not 0 <= i < self.depth]
@@ -274,7 +279,7 @@ class GeoLink(nn.Module):
     def encode_osm(
         self, graphs: HeteroData | Sequence[HeteroData] | Batch
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The graph-level OSM embedding (B, R) of graphs alone (no imagery), and whether each has any node (B,).
+        """The graph-level OSM embedding (B, R) of graphs alone (no imagery) and whether each has a node (B,).
 
         Equal to ``encode(...).osm_region`` for the same graphs: the region readout never sees the image.
         """
@@ -313,7 +318,7 @@ class GeoLink(nn.Module):
             )
 
     def _require_osm(self, advice: str) -> None:
-        """Raise InputError if this model has no OSM side (an image-only checkpoint); ``advice`` ends the message."""
+        """Raise InputError if this model has no OSM side (image-only); ``advice`` ends the message."""
         if not self.config.multimodal:
             raise InputError(f"this model is image-only (config.multimodal=False): {advice}")
 
@@ -336,7 +341,10 @@ class GeoLink(nn.Module):
     def _image_blocks(
         self, tokens: torch.Tensor, layers: set[int]
     ) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """Prepend GeoLink's class token, run the ViT blocks; return the requested raw outputs and the last one."""
+        """Prepend GeoLink's class token to ``tokens`` (B, L, D) and run the ViT blocks.
+
+        Returns the raw outputs (B, L, D) of the blocks in ``layers`` and the last output (B, 1 + L, D).
+        """
         cls = (self.cls_token + self.img_pos_embed[:, :1]).expand(tokens.size(0), -1, -1)
         x = torch.cat([cls, tokens], dim=1)
         collected = []
@@ -369,8 +377,8 @@ class GeoLink(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Graph-level OSM embedding (B, R) and which graphs have any node (B,).
 
-        Per type: Set2Set readout then a linear layer; an absent type contributes zero. The types are combined by
-        the official plain sum, or, with ``config.type_attention``, by a softmax over the types present.
+        Per type: Set2Set readout then a linear layer; an absent type contributes zero. The types are combined
+        by the official plain sum, or, with ``config.type_attention``, by a softmax over the types present.
         """
         slots, present = [], []
         for t in NODE_TYPES:
@@ -399,8 +407,8 @@ class GeoLink(nn.Module):
     ) -> _Tokens:
         """Project nodes to fusion tokens with their shared sin-cos positions and pad them per graph.
 
-        ``selected`` restricts the nodes per type (a boolean mask). Above ``cap`` nodes per graph, evenly spaced
-        nodes are kept, or random ones when a ``generator`` is given (pretraining).
+        ``selected`` restricts the nodes per type (a boolean mask). Above ``cap`` nodes per graph, evenly
+        spaced nodes are kept, or random ones when a ``generator`` is given (pretraining).
         """
         features, positions, owners = [], [], []
         for t in NODE_TYPES:
@@ -455,10 +463,10 @@ class GeoLink(nn.Module):
         """The three GeoLink pretraining losses for a batch of images and their OSM graphs.
 
         1. masked-image reconstruction (MAE, per-patch normalised pixels, masked patches only);
-        2. image-region contrastive (symmetric InfoNCE between visible image tokens and the masked graph's region
-           embedding), over the samples that have OSM;
-        3. masked-node reconstruction: masked node tokens read the visible image tokens through the fusion block,
-           with shared positions, and predict their original tag features.
+        2. image-region contrastive (symmetric InfoNCE between visible image tokens and the masked graph's
+           region embedding), over the samples that have OSM;
+        3. masked-node reconstruction: masked node tokens read the visible image tokens through the fusion
+           block, with shared positions, and predict their original tag features.
         Randomness comes from ``generator`` (a torch generator), never from global numpy state.
         """
         self._check_images(images)
@@ -556,7 +564,7 @@ def _generator_from_global_rng(device: torch.device) -> torch.Generator:
 
 
 def _group_by_owner(owner: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """Indices that group nodes by graph: stable (type order) or, with a generator, shuffled within each graph."""
+    """Indices grouping nodes by graph: stable (type order) or, with a generator, shuffled within a graph."""
     if generator is None:
         return torch.argsort(owner, stable=True)
     noise = torch.rand(owner.numel(), generator=generator, device=generator.device).to(owner.device)

@@ -1,8 +1,9 @@
 """OSM graphs as the model reads them, and conversion from the official ``.pt`` layout.
 
-Our layout: a torch_geometric ``HeteroData`` with node types polygon/line/point, each holding ``x`` (N, C) semantic
-tag features and ``pos`` (N, P, 2) chip-frame points (x right, y down, in [0, 1]; P = 4, 3, 1), and all nine edge
-types with ``edge_index``. The official layout packs the points into extra columns of ``x``.
+Our layout: a torch_geometric ``HeteroData`` with node types polygon/line/point, each holding ``x`` (N, C)
+semantic tag features and ``pos`` (N, P, 2) chip-frame points (x right, y down, in [0, 1]; P = 4, 3, 1), and
+all nine edge types with ``edge_index`` (2, E). The official layout packs the points into extra columns of
+``x``.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from model.osm import EDGE_TYPES, NODE_TYPES, POINTS_PER_NODE
 def from_official_graph(graph: HeteroData, in_channels: int | None = None) -> HeteroData:
     """Convert an official graph (positions packed after the tag features in ``x``) to our layout.
 
-    The input is not modified. Missing node or edge types become empty. ``in_channels`` (the tag-feature width) is
-    inferred from the graph when it holds any node; give it for a graph without nodes.
+    The input is not modified. Missing node or edge types become empty. ``in_channels`` (the tag-feature
+    width) is inferred from the graph when it holds any node; give it for a graph without nodes.
 
     Raises:
         InputError: the node types disagree on the tag-feature width, or a graph without nodes lacks
@@ -69,10 +70,10 @@ def empty_graph(in_channels: int) -> HeteroData:
 
 
 def batch_graphs(graphs: HeteroData | Sequence[HeteroData]) -> Batch:
-    """A mini-batch of what the model reads (``x``, ``pos``, ``edge_index``) from a list of graphs or one graph.
+    """A mini-batch of what the model reads (``x``, ``pos``, ``edge_index``) from a list of graphs or one.
 
-    An existing batch is returned as it is. Other attributes (such as relation one-hots) are left out, so graphs
-    from different builders batch together. Tensors are shared, not copied.
+    An existing batch is returned as it is. Other attributes (such as relation one-hots) are left out, so
+    graphs from different builders batch together. Tensors are shared, not copied.
 
     Raises:
         InputError: a graph lacks a node type or its ``pos``.
@@ -88,8 +89,8 @@ def _model_view(index: int, graph: HeteroData) -> HeteroData:
     missing = [t for t in NODE_TYPES if t not in graph.node_types or "pos" not in graph[t]]
     if missing:
         raise InputError(
-            f"graph {index} lacks node types or positions {missing}: build graphs with GraphBuilder or convert "
-            "official graphs with from_official_graph"
+            f"graph {index} lacks node types or positions {missing}: build graphs with GraphBuilder or "
+            "convert official graphs with from_official_graph"
         )
     view = HeteroData()
     for t in NODE_TYPES:

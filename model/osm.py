@@ -1,4 +1,4 @@
-"""The OSM side of GeoLink: a heterogeneous GAT over polygon/line/point nodes and its per-graph normalisation."""
+"""The OSM side of GeoLink: a heterogeneous GAT over polygon/line/point nodes, its per-graph normalisation."""
 
 from __future__ import annotations
 
@@ -18,9 +18,13 @@ POINTS_PER_NODE: dict[str, int] = {"polygon": 4, "line": 3, "point": 1}
 
 
 class OSMHeteroGAT(nn.Module):
-    """One HeteroConv layer with a GATConv per relation (single head, no self-loops), mean over relations, ReLU.
+    """One HeteroConv layer: a GATConv per relation (one head, no self-loops), mean over relations, ReLU.
 
     Relation attributes are not used, exactly as in the official model (its GATConvs have no ``edge_dim``).
+
+    Args:
+        in_channels: tag-feature width C of the input nodes.
+        out_channels: width of the node embeddings.
     """
 
     def __init__(self, in_channels: int, out_channels: int = 128) -> None:
@@ -34,18 +38,22 @@ class OSMHeteroGAT(nn.Module):
     def forward(
         self, x: dict[str, torch.Tensor], edge_index: dict[tuple[str, str, str], torch.Tensor]
     ) -> dict[str, torch.Tensor]:
-        """Node features per type, (N_t, in_channels) -> (N_t, out_channels), along ``edge_index`` (2, E) per edge."""
+        """Node embeddings (N_t, out_channels) per type from features ``x`` (N_t, in_channels).
+
+        ``edge_index`` holds a (2, E) index per (source, 'to', destination) relation.
+        """
         for conv in self.convs:
             x = {t: h.relu() for t, h in conv(x, edge_index).items()}
         return x
 
 
 def graph_layer_norm(x: torch.Tensor, batch: torch.Tensor, num_graphs: int, norm: nn.Module) -> torch.Tensor:
-    """Normalise node features with one mean and std per graph (over its nodes and channels), then scale and shift.
+    """Normalise node features ``x`` (N, C) with one mean and std per graph, then scale and shift.
 
-    This is the official graph-mode LayerNorm, ``(x - mean) / (std + eps)``, computed per graph instead of over the
-    whole mini-batch, so a sample's embedding no longer depends on its batch partners; for a batch of one graph the
-    two are identical. ``norm`` is the torch_geometric LayerNorm holding the affine parameters.
+    This is the official graph-mode LayerNorm, ``(x - mean) / (std + eps)`` over a graph's nodes and channels,
+    computed per graph (``batch`` (N,) holds each node's graph) instead of over the whole mini-batch, so a
+    sample's embedding no longer depends on its batch partners; for a batch of one graph the two are
+    identical. ``norm`` is the torch_geometric LayerNorm holding the affine parameters.
     """
     count = scatter(torch.ones_like(batch, dtype=x.dtype), batch, dim=0, dim_size=num_graphs, reduce="sum")
     count = (count * x.size(-1)).clamp(min=1).unsqueeze(-1)

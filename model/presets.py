@@ -1,7 +1,7 @@
 """Named GeoLink sizes, each a new ``GeoLinkConfig``.
 
-- ``vit_l16``, ``vit_b16``, ``vit_s16``, ``vit_ti16``: the official GeoLink (512-d CLIP tag features, plain sum
-  over OSM types) with a timm ViT-L/16, B/16, S/16 or Ti/16; they fit official checkpoints of that ViT.
+- ``vit_l16``, ``vit_b16``, ``vit_s16``, ``vit_ti16``: the official GeoLink (512-d CLIP tag features, plain
+  sum over OSM types) with a timm ViT-L/16, B/16, S/16 or Ti/16; they fit official checkpoints of that ViT.
   ``vit_l16`` is the ``GeoLinkConfig`` defaults.
 - ``default``: the bundled default model's config, read from its checkpoint (ViT-Ti/16, 384-d MiniLM tag
   features, type attention, a narrower MAE decoder).

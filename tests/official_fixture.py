@@ -1,4 +1,4 @@
-"""Reading tests/fixtures/official_parity.npz: weights, inputs and outputs recorded from the official GeoLink code.
+"""Reading tests/fixtures/official_parity.npz: weights, inputs and outputs recorded from the official code.
 
 See tests/fixtures/official_parity.md for how the fixture was produced.
 """

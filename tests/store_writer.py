@@ -6,9 +6,9 @@ Usage: python store_writer.py STORE. Prints "batch N" after each committed batch
 import sys
 
 import numpy as np
-from geolink_store.testing import cells_table, h3_grid
 
-from geolink_store.store.store import Store
+from geolink_store.store import Store
+from geolink_store.testing import cells_table, h3_grid
 
 store = Store.create_or_open(sys.argv[1])
 cells = h3_grid(2000)

@@ -26,7 +26,8 @@ from rasterio.transform import from_bounds
 
 from geolink_store.cli import main
 from geolink_store.sample import kampala_sample
-from geolink_store.store.store import TABLE_KEYS, Store
+from geolink_store.store import Store
+from geolink_store.store.schema import TABLE_KEYS
 
 SAMPLE = kampala_sample()
 WORLD_TIMEOUT_S = 60

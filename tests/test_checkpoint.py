@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
+
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
-from model import CheckpointError, GeoLink, GeoLinkConfig, default_model, fingerprint
+from model import CheckpointError, GeoLink, fingerprint, preset
 
-TINY = GeoLinkConfig(architecture="vit_tiny_patch16_224", timm_kwargs={"depth": 1}, osm_in_chans=384)
+TINY = replace(preset("test"), timm_kwargs={"depth": 1}, osm_in_chans=384)
 OFFICIAL_CONFIG = {"architecture": "vit_tiny_patch16_224", "num_classes": 0, "global_pool": "", "depth": 1}
 
 
@@ -35,7 +39,7 @@ def test_safetensors_round_trip_keeps_config_and_weights(model: GeoLink, tmp_pat
     loaded = GeoLink.from_checkpoint(path)
     assert loaded.config == model.config
     assert loaded.patch_embed is loaded.img_encoder.patch_embed
-    assert fingerprint(loaded) == fingerprint(model)
+    assert fingerprint(loaded.config, loaded.state_dict()) == fingerprint(model.config, model.state_dict())
     for key, value in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value), key
 
@@ -58,6 +62,14 @@ def test_corrupt_file(tmp_path) -> None:
     (tmp_path / "bad.safetensors").write_bytes(b"\x00garbage")
     with pytest.raises(CheckpointError, match="not a readable safetensors"):
         GeoLink.from_checkpoint(tmp_path / "bad.safetensors")
+
+
+def test_bad_config_names_the_keys(model: GeoLink, tmp_path) -> None:
+    path = model.save(tmp_path / "keys.safetensors")
+    config = json.loads(model.config.to_json()) | {"depht": 3}
+    save_file(load_file(path), path, metadata={"format": "geolink-store", "config": json.dumps(config)})
+    with pytest.raises(CheckpointError, match=r"bad geolink-store config .*unknown keys \['depht'\]"):
+        GeoLink.from_checkpoint(path)
 
 
 def test_wrong_shapes_name_keys_and_shapes(model: GeoLink, tmp_path) -> None:
@@ -91,8 +103,8 @@ def test_pickled_code_is_refused(model: GeoLink, tmp_path) -> None:
 
 def test_default_model_is_reproducible() -> None:
     state = torch.random.get_rng_state()
-    first, second = default_model(), GeoLink.default()
+    first, second = GeoLink.default(), GeoLink.default()
     assert torch.equal(state, torch.random.get_rng_state())  # the caller's RNG is untouched
-    assert fingerprint(first) == fingerprint(second)
+    assert fingerprint(first.config, first.state_dict()) == fingerprint(second.config, second.state_dict())
     assert first.config.osm_in_chans == 384 and first.config.type_attention
     assert not first.training

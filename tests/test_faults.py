@@ -1,5 +1,5 @@
-"""Faults and concurrency on real stores: SIGKILL at many random moments (ingest, index build, head training), and
-readers querying while a writer ingests.
+"""Faults and concurrency on real stores: SIGKILL at many random moments (ingest, index build, head training),
+and readers querying while a writer ingests.
 """
 
 from __future__ import annotations
@@ -17,16 +17,16 @@ import numpy as np
 import pandas as pd
 
 from geolink_store.heads.from_store import list_heads, train_from_store
-from geolink_store.ingest.plan import IngestSettings, ingest
+from geolink_store.ingest import IngestSettings, ingest
 from geolink_store.query.search import search
 from geolink_store.query.sql import run_sql
 from geolink_store.sample import kampala_sample
-from geolink_store.store.store import Store
+from geolink_store.store import Store
 
 SAMPLE = kampala_sample()
 INGEST = """
 import sys
-from geolink_store.ingest.plan import IngestSettings, ingest
+from geolink_store.ingest import IngestSettings, ingest
 from geolink_store.sample import kampala_sample
 s = kampala_sample()
 ingest(sys.argv[1], s.region, [str(s.imagery)], str(s.osm),
@@ -70,7 +70,7 @@ def test_ingest_survives_20_random_sigkills(sample_store: Path, tmp_path: Path) 
 
 INDEX = """
 import sys
-from geolink_store.store.store import Store
+from geolink_store.store import Store
 Store.open(sys.argv[1]).build_indexes("cells", min_rows=0)
 """
 
@@ -96,7 +96,7 @@ def test_index_build_survives_20_random_sigkills(tmp_path: Path) -> None:
 HEAD = """
 import sys
 from geolink_store.heads.from_store import train_from_store
-from geolink_store.store.store import Store
+from geolink_store.store import Store
 train_from_store(Store.open(sys.argv[1]), sys.argv[2], "label", kind="mlp", split="random")
 """
 

@@ -1,9 +1,13 @@
-"""The GeoLink network: official layout, encode API, and the fixes to the official defects (method doc section 5)."""
+"""The GeoLink network: official layout, presets, encode API, fixes to the official defects (method doc 5)."""
 
 from __future__ import annotations
 
 import copy
+import importlib
 import json
+import subprocess
+import sys
+from dataclasses import replace
 
 import pytest
 import timm
@@ -12,9 +16,19 @@ from conftest import FIXTURES
 from official_fixture import official_samples
 from torch_geometric.data import HeteroData
 
-from model import NODE_TYPES, GeoLink, GeoLinkConfig, batch_graphs, empty_graph, from_official_graph
+from model import (
+    NODE_TYPES,
+    PRESET_NAMES,
+    GeoLink,
+    GeoLinkConfig,
+    batch_graphs,
+    empty_graph,
+    from_official_graph,
+    preset,
+)
+from model.errors import InputError
 
-TINY = GeoLinkConfig(architecture="vit_tiny_patch16_224", timm_kwargs={"depth": 2})
+TINY = preset("test")
 
 
 @pytest.fixture(scope="module")
@@ -31,21 +45,42 @@ def samples() -> tuple[torch.Tensor, list[HeteroData]]:
 
 
 @pytest.mark.parametrize(
-    "architecture",
-    ["vit_large_patch16_224", "vit_base_patch16_224", "vit_small_patch16_224", "vit_tiny_patch16_224"],
+    ("name", "architecture"),
+    [
+        ("vit_l16", "vit_large_patch16_224"),
+        ("vit_b16", "vit_base_patch16_224"),
+        ("vit_s16", "vit_small_patch16_224"),
+        ("vit_ti16", "vit_tiny_patch16_224"),
+    ],
 )
-def test_state_dict_matches_official_keys_shapes_and_size(architecture: str) -> None:
+def test_state_dict_matches_official_keys_shapes_and_size(name: str, architecture: str) -> None:
     reference = json.loads((FIXTURES / "official_state_dict_shapes.json").read_text())[architecture]
-    model = GeoLink(GeoLinkConfig(architecture=architecture))
+    model = GeoLink(preset(name))
     shapes = {key: list(value.shape) for key, value in model.state_dict().items()}
     assert shapes == reference["state_dict"]
     assert sum(p.numel() for p in model.parameters()) == reference["num_parameters"]
 
 
+def test_public_names_resolve_and_the_error_tree_loads_without_torch() -> None:
+    package = importlib.import_module("model")
+    assert all(getattr(package, name) is not None for name in package.__all__)
+    probe = "import sys, model.errors; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", probe]).returncode == 0
+
+
+def test_presets() -> None:
+    assert PRESET_NAMES == ("vit_l16", "vit_b16", "vit_s16", "vit_ti16", "default", "test")
+    assert preset("vit_l16") == GeoLinkConfig()
+    assert preset("default") == GeoLink.default().config
+    config = preset("test")
+    config.timm_kwargs["depth"] = 5  # every call gives a new config
+    assert preset("test").timm_kwargs == {"depth": 2}
+    with pytest.raises(InputError, match="unknown GeoLink preset 'vit_h14' .*vit_l16, vit_b16, vit_s16"):
+        preset("vit_h14")
+
+
 def test_osm_input_width_is_configurable() -> None:
-    model = GeoLink(
-        GeoLinkConfig(architecture="vit_tiny_patch16_224", timm_kwargs={"depth": 1}, osm_in_chans=384)
-    )
+    model = GeoLink(replace(TINY, timm_kwargs={"depth": 1}, osm_in_chans=384))
     state = model.state_dict()
     assert state["osm_encoder.convs.0.convs.<line___to___point>.lin.weight"].shape == (128, 384)
     assert state["osm_mask_token.polygon"].shape == (1, 384)
@@ -83,7 +118,7 @@ def test_outputs_do_not_depend_on_batch_partners(tiny: GeoLink, samples) -> None
 
 
 def test_fusion_is_deterministic_and_cap_picks_fixed_nodes(tiny: GeoLink, samples) -> None:
-    """Official bug B6: random subsampling above 50 nodes. Ours: every node, or an evenly spaced fixed subset."""
+    """Official bug B6: random subsampling above 50 nodes. Ours: every node, or an evenly spaced subset."""
     images, graphs = samples
     big = max(range(len(graphs)), key=lambda i: sum(graphs[i][t].num_nodes for t in NODE_TYPES))
     total = sum(graphs[big][t].num_nodes for t in NODE_TYPES)
@@ -106,7 +141,7 @@ def test_fusion_is_deterministic_and_cap_picks_fixed_nodes(tiny: GeoLink, sample
 
 @pytest.mark.parametrize("position", [0, 1, 2])
 def test_empty_graph_anywhere_in_batch(tiny: GeoLink, samples, position: int) -> None:
-    """Official bug B7: an empty last graph shrinks the batch; an empty graph gives NaN. Ours: the image-only path."""
+    """Official bug B7: an empty last graph shrinks the batch, an empty one gives NaN. Ours: image only."""
     images, graphs = samples
     batch = [graphs[2], graphs[4], graphs[3]]  # tiles without points / with polygons only
     batch[position] = empty_graph(512)
@@ -151,7 +186,7 @@ def test_type_attention_attends_over_present_types(samples) -> None:
     _, graphs = samples
     torch.manual_seed(0)
     official = GeoLink(TINY).eval()
-    fixed = GeoLink(GeoLinkConfig(**{**TINY.__dict__, "type_attention": True})).eval()
+    fixed = GeoLink(replace(TINY, type_attention=True)).eval()
     fixed.load_state_dict(official.state_dict())
     torch.nn.init.normal_(fixed.type_attention.weight, std=1.0)
     batch = batch_graphs(graphs[0])  # all three types present
@@ -182,7 +217,7 @@ def test_pretraining_losses_backward_and_weights(samples) -> None:
     out.loss.backward()
     trainable = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
     assert trainable == []
-    image_only = GeoLink(GeoLinkConfig(**{**TINY.__dict__, "loss_weights": (1.0, 0.0, 0.0)})).train()
+    image_only = GeoLink(replace(TINY, loss_weights=(1.0, 0.0, 0.0))).train()
     image_only.load_state_dict(model.state_dict())
     weighted = image_only(images[:4], batch, generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(weighted.loss, weighted.image_loss)

@@ -1,8 +1,9 @@
-"""A store on an S3 URI: ingest (local and Ray engines), search, SQL and info against a local S3-compatible server.
+"""A store on an S3 URI: ingest (local and Ray engines), search, SQL and info against a local S3 server.
 
-The server is moto's (``moto_server``, an in-process emulation of the S3 API over HTTP): these tests show that every
-path reaches the store through the S3 protocol with credentials and endpoint taken from the environment. They do not
-show AWS behaviour (latency, eventual listing, IAM); see the README's scale-out guide for what was and was not tested.
+The server is moto's (``moto_server``, an in-process emulation of the S3 API over HTTP): these tests show that
+every path reaches the store through the S3 protocol with credentials and endpoint taken from the environment.
+They do not show AWS behaviour (latency, eventual listing, IAM); see the README's scale-out guide for what was
+and was not tested.
 """
 
 from __future__ import annotations
@@ -21,11 +22,11 @@ import pytest
 from click.testing import CliRunner
 
 from geolink_store.cli import main
-from geolink_store.ingest.plan import IngestSettings, ingest
+from geolink_store.ingest import IngestSettings, ingest
 from geolink_store.query.search import search
 from geolink_store.query.sql import run_sql
 from geolink_store.sample import kampala_sample
-from geolink_store.store.store import Store
+from geolink_store.store import Store
 
 boto3 = pytest.importorskip("boto3", reason="the S3 tests need moto's server: pip install 'moto[s3,server]'")
 SAMPLE = kampala_sample()
@@ -106,9 +107,9 @@ def test_local_engine_search_sql_info_on_s3(bucket: str, s3_store: str, sample_s
 
 
 def test_ray_engine_on_s3(bucket: str, sample_store: Path) -> None:
-    """The Ray engine starts its own 2-CPU local cluster; its workers get the AWS_* settings from the driver."""
+    """The Ray engine starts its own 2-CPU local cluster; its workers get the driver's AWS_* settings."""
     pytest.importorskip("ray", reason="the Ray engine needs `pip install geolink-store[ray]`")
-    from geolink_store.ingest.engines.ray import RayEngine
+    from geolink_store.ingest import RayEngine
 
     uri = f"{bucket}/ray-engine"
     report = ingest(uri, *ARGS, settings=SETTINGS, engine=RayEngine(workers=2))

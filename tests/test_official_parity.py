@@ -1,8 +1,8 @@
-"""Parity with the official GeoLink implementation, from outputs it recorded (tests/fixtures/official_parity.md).
+"""Parity with the official GeoLink implementation, from outputs it recorded (fixtures/official_parity.md).
 
-The official ``GeoLink_Fusion_Embedding`` ran on the six real UFZ tiles, one sample per batch, every OSM node in the
-fusion, float32, with a 2-block ViT-Ti and random weights. Our ``encode`` must reproduce its raw block outputs and
-hybrid embedding, and the official region embedding, to <= 1e-5 relative error.
+The official ``GeoLink_Fusion_Embedding`` ran on the six real UFZ tiles, one sample per batch, every OSM node
+in the fusion, float32, with a 2-block ViT-Ti and random weights. Our ``encode`` must reproduce its raw block
+outputs and hybrid embedding, and the official region embedding, to <= 1e-5 relative error.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Bulk encoding of the bundled real sample region (Kampala aerial tiles + OSM buildings) into a real LanceDB store."""
+"""Bulk encoding of the bundled sample region (Kampala aerial tiles + OSM buildings) into a LanceDB store."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import pytest
 from h3.api import basic_int as h3
 
 from geolink_store.errors import GeolinkError
-from geolink_store.ingest.plan import IngestSettings, ingest
+from geolink_store.ingest import IngestSettings, ingest
 from geolink_store.sample import kampala_sample
-from geolink_store.store.store import Store
+from geolink_store.store import Store
 from model import GeoLink, GeoLinkConfig
 
 SAMPLE = kampala_sample()
@@ -78,7 +78,7 @@ def test_reingest_replaces_instead_of_duplicating(clean_store: Path, tmp_path: P
 
 WORKER = """
 import sys
-from geolink_store.ingest.plan import IngestSettings, ingest
+from geolink_store.ingest import IngestSettings, ingest
 from geolink_store.sample import kampala_sample
 s = kampala_sample()
 ingest(sys.argv[1], s.region, [str(s.imagery)], str(s.osm),
@@ -134,7 +134,7 @@ def test_region_without_imagery(tmp_path: Path) -> None:
 
 
 def test_cells_without_imagery_can_be_encoded_osm_only(tmp_path: Path) -> None:
-    """A region larger than the imagery: with osm_only, cells outside it that hold OSM get an osm vector alone."""
+    """A region larger than the imagery, osm_only: cells outside it that hold OSM get an osm vector alone."""
     west, south, east, north = SAMPLE.bbox
     region = f"{west - 0.0006},{south - 0.0006},{east + 0.0006},{north + 0.0006}"
     report = ingest(

@@ -1,6 +1,6 @@
-"""``--engine ray`` on a real local Ray cluster (a head node with 2 worker CPUs, started with ``ray start`` as a user
-would): same rows as the local engine, a journal that survives SIGKILL, one commit per table that replaces stale
-rows, and one clean error line for bad input."""
+"""``--engine ray`` on a real local Ray cluster (a head node with 2 worker CPUs, started with ``ray start`` as
+a user would): same rows as the local engine, a journal that survives SIGKILL, one commit per table that
+replaces stale rows, and one clean error line for bad input."""
 
 from __future__ import annotations
 
@@ -19,13 +19,12 @@ import pytest
 from click.testing import CliRunner
 
 from geolink_store.cli import main
-from geolink_store.ingest.plan import IngestSettings, ingest
+from geolink_store.ingest import IngestSettings, RayEngine, ingest
 from geolink_store.sample import kampala_sample
-from geolink_store.store.store import Store
+from geolink_store.store import Store
 
 ray = pytest.importorskip("ray", reason="the Ray engine's tests need `pip install geolink-store[ray]`")
 pytest.importorskip("lance", reason="the Ray engine's tests need pylance (`pip install geolink-store[ray]`)")
-from geolink_store.ingest.engines.ray import RayEngine
 
 SAMPLE = kampala_sample()
 SETTINGS = IngestSettings(res=SAMPLE.res, fine_res=SAMPLE.fine_res, batch_size=8, partition_levels=1)
@@ -102,8 +101,8 @@ def test_two_workers_write_the_rows_of_the_local_engine(
 
 
 def test_chips_read_in_separate_tasks(cluster: str, sample_store: Path, tmp_path: Path) -> None:
-    """The GPU-cluster layout, on CPUs: one-core tasks read chips and build graphs, the actor only encodes (the
-    prepared partitions travel through Ray's object store)."""
+    """The GPU-cluster layout, on CPUs: one-core tasks read chips and build graphs, the actor only encodes
+    (the prepared partitions travel through Ray's object store)."""
     db = tmp_path / "db"
     ingest(
         str(db), *ARGS, settings=SETTINGS, engine=RayEngine(workers=1, address=cluster, prepare_in_tasks=True)
@@ -112,7 +111,7 @@ def test_chips_read_in_separate_tasks(cluster: str, sample_store: Path, tmp_path
 
 
 def test_osm_only_cells_match_the_local_engine(cluster: str, tmp_path: Path) -> None:
-    """A region larger than the imagery with osm_only: cells outside it get OSM vectors alone, on both engines."""
+    """A region larger than the imagery, osm_only: cells outside it get OSM vectors alone, on both engines."""
     west, south, east, north = SAMPLE.bbox
     region = f"{west - 0.0006},{south - 0.0006},{east + 0.0006},{north + 0.0006}"
     settings = IngestSettings(**{**SETTINGS.__dict__, "osm_only": True})
@@ -138,8 +137,7 @@ def test_rerun_finds_everything_stored(cluster: str, sample_store: Path, tmp_pat
 
 DRIVER = """
 import sys
-from geolink_store.ingest.plan import IngestSettings, ingest
-from geolink_store.ingest.engines.ray import RayEngine
+from geolink_store.ingest import IngestSettings, RayEngine, ingest
 from geolink_store.sample import kampala_sample
 s = kampala_sample()
 ingest(sys.argv[1], s.region, [str(s.imagery)], str(s.osm), engine=RayEngine(workers=1, address=sys.argv[2]),
@@ -148,8 +146,9 @@ ingest(sys.argv[1], s.region, [str(s.imagery)], str(s.osm), engine=RayEngine(wor
 
 
 def test_killed_driver_resumes_from_its_journal(cluster: str, sample_store: Path, tmp_path: Path) -> None:
-    """SIGKILL the driver once some partitions are journaled: nothing is committed yet, and the rerun encodes only
-    the other partitions (the journaled fragments are the ones committed) and ends with the local engine's rows."""
+    """SIGKILL the driver once some partitions are journaled: nothing is committed yet, and the rerun encodes
+    only the other partitions (the journaled fragments are the ones committed) and ends with the local
+    engine's rows."""
     db = tmp_path / "db"
     driver = subprocess.Popen([sys.executable, "-c", DRIVER, str(db), cluster], stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 180
@@ -181,8 +180,9 @@ def test_killed_driver_resumes_from_its_journal(cluster: str, sample_store: Path
 
 
 def test_stale_rows_are_replaced_in_the_same_commit(cluster: str, sample_store: Path, tmp_path: Path) -> None:
-    """A local ingest killed between a batch's patches and its cells leaves patches without their cell: the Ray
-    engine re-encodes those cells and drops the old patches in its commit; --overwrite replaces everything."""
+    """A local ingest killed between a batch's patches and its cells leaves patches without their cell: the
+    Ray engine re-encodes those cells and drops the old patches in its commit; --overwrite replaces
+    everything."""
     db = tmp_path / "db"
     ingest(str(db), *ARGS, settings=SETTINGS)
     cells = Store.open(db).table("cells")
@@ -244,8 +244,8 @@ def test_cli_engine_ray(cluster: str, sample_store: Path, tmp_path: Path) -> Non
 def test_cli_engine_ray_bad_input(
     cluster: str, tmp_path: Path, osm: str, address: str, workers: int, message: str
 ) -> None:
-    """One error line and exit 1, no tables written: a truncated PBF (found before any worker starts), an address
-    where no cluster runs, more workers than the cluster holds (Ray would queue them forever)."""
+    """One error line and exit 1, no tables written: a truncated PBF (found before any worker starts), an
+    address where no cluster runs, more workers than the cluster holds (Ray would queue them forever)."""
     (tmp_path / "cut.osm.pbf").write_bytes(b"\x00\x00\x00\x0d\n\tOSMHeader\x18\x90\x01")
     db = tmp_path / "db"
     result = subprocess.run(

@@ -17,10 +17,10 @@ import h3
 import numpy as np
 import pyarrow as pa
 import pytest
-from geolink_store.testing import cells_table, h3_grid, synthetic_store
 
 from geolink_store.errors import GeolinkError
-from geolink_store.store.store import INDEX_MIN_ROWS, Store, cells_schema, parent_resolutions, patches_schema
+from geolink_store.store import INDEX_MIN_ROWS, Store, cells_schema, parent_resolutions, patches_schema
+from geolink_store.testing import cells_table, h3_grid, synthetic_store
 
 TESTS = Path(__file__).resolve().parent
 

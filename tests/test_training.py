@@ -9,13 +9,18 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
+from click.testing import CliRunner
 from official_fixture import IMAGENET_MEAN, IMAGENET_STD, official_samples
 
-from model import NODE_TYPES, GeoLinkConfig, from_official_graph
+from geolink_store.cli import main
+from geolink_store.cli.pretrain import _model_config
+from model import NODE_TYPES, GeoLink, from_official_graph, preset
+from model.errors import InputError
 from training import (
     JointAugment,
     PretrainConfig,
@@ -27,7 +32,7 @@ from training import (
     write_shards,
 )
 
-TINY = GeoLinkConfig(architecture="vit_tiny_patch16_224", timm_kwargs={"depth": 1})
+TINY = replace(preset("test"), timm_kwargs={"depth": 1})
 
 
 @pytest.fixture(scope="module")
@@ -135,11 +140,9 @@ def test_pretraining_logs_losses_and_resumes_exactly(shards, tmp_path) -> None:
 
 def test_bad_pretraining_input(shards, tmp_path) -> None:
     with pytest.raises(ValueError, match="512-d tag features but the model expects osm_in_chans=384"):
-        pretrain(
-            _config(shards, tmp_path / "a", model=GeoLinkConfig(**{**TINY.__dict__, "osm_in_chans": 384}))
-        )
+        pretrain(_config(shards, tmp_path / "a", model=replace(TINY, osm_in_chans=384)))
     pretrain(_config(shards, tmp_path / "b", steps=1))
-    other = GeoLinkConfig(architecture="vit_small_patch16_224", timm_kwargs={"depth": 1})
+    other = replace(TINY, architecture="vit_small_patch16_224")
     with pytest.raises(ValueError, match="cannot resume .* another model config"):
         pretrain(_config(shards, tmp_path / "b", model=other))
     (tmp_path / "empty").mkdir()
@@ -147,10 +150,34 @@ def test_bad_pretraining_input(shards, tmp_path) -> None:
         pretrain(_config(tmp_path / "empty", tmp_path / "c"))
 
 
+def test_bad_pretraining_config_names_what_is_wrong(shards, tmp_path) -> None:
+    init = GeoLink(replace(TINY, type_attention=True)).save(tmp_path / "init.safetensors")
+    with pytest.raises(
+        InputError, match=r"init=\S+init.safetensors .*model= \(type_attention True != False\)"
+    ):
+        pretrain(_config(shards, tmp_path / "a", init=str(init)))
+    with pytest.raises(InputError, match=r"unknown keys \['stpes'\]; missing keys \['out'\]"):
+        PretrainConfig.from_json(json.dumps({"data": str(shards), "stpes": 3}))
+    with pytest.raises(InputError, match=r"accumulate=0 \(at least 1\), lr=0.0 \(must be positive\)"):
+        _config(shards, tmp_path / "b", accumulate=0, lr=0.0)
+
+
+def test_cli_architecture_is_a_preset_or_a_timm_vit(shards, tmp_path) -> None:
+    assert _model_config("test") == preset("test")
+    assert _model_config("vit_small_patch16_224") == replace(
+        preset("default"), architecture="vit_small_patch16_224"
+    )
+    result = CliRunner().invoke(
+        main, ["pretrain", "--data", str(shards), "--out", str(tmp_path / "r"), "--architecture", "vit_nope"]
+    )
+    assert result.exit_code == 1
+    assert "unknown GeoLink preset 'vit_nope'" in result.stderr and "vit_ti16, default, test" in result.stderr
+
+
 @pytest.mark.parametrize("entry", ["module", "cli"])
 def test_ddp_with_two_cpu_processes(shards, tmp_path, entry: str) -> None:
-    """torchrun, 2 processes, gloo, through ``-m training --config`` and through ``geolink pretrain``: both ranks
-    train in step, rank 0 alone writes the checkpoint and the metrics (and prints them)."""
+    """torchrun, 2 processes, gloo, through ``-m training --config`` and through ``geolink pretrain``: both
+    ranks train in step, rank 0 alone writes the checkpoint and the metrics (and prints them)."""
     config = _config(shards, tmp_path / "ddp", batch_size=2, steps=2)
     (tmp_path / "run.json").write_text(config.to_json())
     program = (

@@ -1,4 +1,4 @@
-"""Entry point for multi-process pretraining: ``torchrun --nproc_per_node N -m training --config run.json``."""
+"""Multi-process pretraining: ``torchrun --nproc_per_node N -m training --config run.json``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from training.loop import PretrainConfig, pretrain
 
 
 def main() -> None:
+    """Pretrain with the ``PretrainConfig`` JSON given as ``--config``."""
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
     parser.add_argument(
         "--config", required=True, type=Path, help="a PretrainConfig as JSON (see config.json of a run)"

@@ -1,8 +1,8 @@
 """Joint image + graph augmentation for pretraining, with the official defects fixed.
 
-The official crop drew the aspect from U(1.5, 2.25) instead of U(0.75, 1.5), then grew the crop to every point of
-the kept nodes (often the whole image). Here the crop keeps its size and aspect, node points are clipped to it, and
-a horizontal flip mirrors the points with the pixels. All randomness comes from a torch generator.
+The official crop drew the aspect from U(1.5, 2.25) instead of U(0.75, 1.5), then grew the crop to every point
+of the kept nodes (often the whole image). Here the crop keeps its size and aspect, node points are clipped to
+it, and a horizontal flip mirrors the points with the pixels. All randomness comes from a torch generator.
 """
 
 from __future__ import annotations
@@ -26,7 +26,11 @@ def normalise(image: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class JointAugment:
-    """Random resized crop (area ``scale``, aspect h/w ``ratio``), horizontal flip, colour jitter, resize to ``size``."""
+    """Random resized crop (area ``scale``, aspect h/w ``ratio``), flip, colour jitter, resize to ``size``.
+
+    ``flip_p`` and ``jitter_p`` are the probabilities of a horizontal flip and of a colour jitter of
+    (brightness, contrast, saturation, hue) strengths ``jitter``.
+    """
 
     scale: tuple[float, float] = (0.4, 0.9)
     ratio: tuple[float, float] = (0.75, 1.5)
@@ -69,7 +73,7 @@ class JointAugment:
 
 
 def crop_graph(graph: HeteroData, box: tuple[float, float, float, float]) -> HeteroData:
-    """The sub-graph of nodes with a point inside ``box`` (x0, y0, x1, y1 in the chip frame), in the box's frame.
+    """The sub-graph of nodes with a point inside ``box`` (x0, y0, x1, y1 in the chip frame), in its frame.
 
     Points outside the box are clipped to its edge; edges between kept nodes are kept and re-indexed.
     """

@@ -2,14 +2,15 @@
 
 Run: ``./venv-run python -m training.default_recipe --shared ../shared/data --work /tmp/default-run``
 
-1. Pairs from every real image + OSM source in the shared data (Kampala tiles + OSM buildings at H3 res 12 and 13,
-   Atlanta panchromatic + buildings at res 11 and 12, the 5 official example chips) and real imagery without OSM
-   (the two NAIP scenes at res 9, the 6 UFZ tiles) for the masked-image loss.
-2. Three pretraining runs of the same small GeoLink: masked-image only (MAE), full GeoLink, and full GeoLink without
-   the shared spatial positions in the fusion block.
-3. A linear probe of each image encoder (and of the untrained initialisation) on held-out real labels: building
-   presence of Kampala res-13 cells (OSM buildings), split spatially by res-11 blocks.
-4. The full GeoLink run becomes ``model/weights/geolink_default.safetensors`` (float16) with ``MODEL_CARD.md``.
+1. Pairs from every real image + OSM source in the shared data (Kampala tiles + OSM buildings at H3 res 12
+   and 13, Atlanta panchromatic + buildings at res 11 and 12, the 5 official example chips) and real imagery
+   without OSM (the two NAIP scenes at res 9, the 6 UFZ tiles) for the masked-image loss.
+2. Three pretraining runs of the ``default`` preset: masked-image only (MAE), full GeoLink, and full GeoLink
+   without the shared spatial positions in the fusion block.
+3. A linear probe of each image encoder (and of the untrained initialisation) on held-out real labels:
+   building presence of Kampala res-13 cells (OSM buildings), split spatially by res-11 blocks.
+4. The full GeoLink run becomes ``model/weights/geolink_default.safetensors`` (float16); its card is
+   ``MODEL_CARD.md``.
 """
 
 from __future__ import annotations
@@ -32,19 +33,11 @@ from geolink_store.grid import cell_lonlat, region_cells
 from geolink_store.heads.labels import coverage_share
 from geolink_store.heads.train import classification_metrics, spatial_split, train_head
 from geolink_store.sources.mosaic import open_imagery
-from model import GeoLink, GeoLinkConfig, empty_graph, save_checkpoint
+from model import GeoLink, GeoLinkConfig, empty_graph, preset
+from model.checkpoint import DEFAULT_WEIGHTS
 from training.loop import PretrainConfig, pretrain
 from training.prepare import RegionPairs, example_samples, region_samples
 from training.shards import Sample, write_shards
-
-CONFIG = GeoLinkConfig(
-    architecture="vit_tiny_patch16_224",
-    osm_in_chans=384,
-    type_attention=True,
-    decoder_dim=256,
-    decoder_heads=8,
-)
-WEIGHTS = Path(__file__).resolve().parents[1] / "model" / "weights"
 
 
 def _footprint_region(imagery: Path) -> str:
@@ -52,7 +45,7 @@ def _footprint_region(imagery: Path) -> str:
     return ",".join(map(str, open_imagery(imagery).footprint.bounds))
 
 
-def build_pairs(shared: Path, out: Path) -> dict[str, int]:
+def _build_pairs(shared: Path, out: Path) -> dict[str, int]:
     """Write all pretraining pairs as shards; return the sample count per source."""
     builder = GraphBuilder()
     kampala, atlanta = shared / "kampala_oam", shared / "atlanta_spacenet"
@@ -96,7 +89,7 @@ def build_pairs(shared: Path, out: Path) -> dict[str, int]:
     return counts
 
 
-def probe_data(shared: Path) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
+def _probe_data(shared: Path) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
     """Kampala res-13 cells: H3 ids, building presence (>= 30 % of the cell under OSM buildings), chips."""
     kampala = shared / "kampala_oam"
     source = open_imagery(kampala)
@@ -109,7 +102,7 @@ def probe_data(shared: Path) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
     return cells, (share >= 0.3).astype(np.int64), images
 
 
-def linear_probe(model: GeoLink, cells: np.ndarray, labels: np.ndarray, images: torch.Tensor) -> dict:
+def _linear_probe(model: GeoLink, cells: np.ndarray, labels: np.ndarray, images: torch.Tensor) -> dict:
     """Macro-F1 of a logistic-regression probe on the image encoder's pooled vector, spatial split."""
     vectors = torch.cat(
         [model.encode(images[i : i + 64]).image_global for i in range(0, len(images), 64)]
@@ -124,6 +117,7 @@ def linear_probe(model: GeoLink, cells: np.ndarray, labels: np.ndarray, images: 
 
 
 def main() -> None:
+    """Run the recipe (see the module docstring)."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -134,21 +128,22 @@ def main() -> None:
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    counts = build_pairs(args.shared, args.work / "shards")
+    counts = _build_pairs(args.shared, args.work / "shards")
     print(json.dumps(counts), flush=True)
+    config = preset("default")
     runs = {
-        "mae_only": replace(CONFIG, loss_weights=(1.0, 0.0, 0.0)),
-        "geolink": CONFIG,
-        "geolink_no_shared_positions": replace(CONFIG, shared_positions=False),
+        "mae_only": replace(config, loss_weights=(1.0, 0.0, 0.0)),
+        "geolink": config,
+        "geolink_no_shared_positions": replace(config, shared_positions=False),
     }
     results = {}
-    for name, config in runs.items():
+    for name, run_config in runs.items():
         run_started = time.time()
         final = pretrain(
             PretrainConfig(
                 data=str(args.work / "shards"),
                 out=str(args.work / name),
-                model=config,
+                model=run_config,
                 steps=args.steps,
                 batch_size=args.batch_size,
                 warmup_steps=20,
@@ -162,10 +157,10 @@ def main() -> None:
         results[name] = {"final": final, "first": history[0], "minutes": (time.time() - run_started) / 60}
         print(name, json.dumps(results[name]), flush=True)
 
-    cells, labels, images = probe_data(args.shared)
-    probes = {"random_init": linear_probe(_seeded(CONFIG), cells, labels, images)}
+    cells, labels, images = _probe_data(args.shared)
+    probes = {"random_init": _linear_probe(_seeded(config), cells, labels, images)}
     for name in runs:
-        probes[name] = linear_probe(
+        probes[name] = _linear_probe(
             GeoLink.from_checkpoint(args.work / name / "model.safetensors"), cells, labels, images
         )
     print(json.dumps(probes), flush=True)
@@ -179,15 +174,13 @@ def main() -> None:
         "machine": f"{platform.machine()} CPU, {torch.get_num_threads()} threads, torch {torch.__version__}",
     }
     (args.work / "report.json").write_text(json.dumps(report, indent=1))
-    WEIGHTS.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(
-        GeoLink.from_checkpoint(args.work / "geolink" / "model.safetensors"),
-        WEIGHTS / "geolink_default.safetensors",
-        dtype=torch.float16,
+    GeoLink.from_checkpoint(args.work / "geolink" / "model.safetensors").save(
+        DEFAULT_WEIGHTS, dtype=torch.float16
     )
 
 
 def _seeded(config: GeoLinkConfig) -> GeoLink:
+    """An untrained model, initialised with seed 0 (the probe's random-initialisation baseline)."""
     torch.manual_seed(0)
     return GeoLink(config).eval()
 

@@ -1,5 +1,7 @@
-"""The GeoLink pretraining loop: AdamW, warm-up then cosine, bf16 autocast on GPU, gradient accumulation, DDP
-through torchrun, checkpoints with exact resume, and logging of the three losses, images/s and (on GPU) MFU.
+"""The GeoLink pretraining loop.
+
+AdamW, warm-up then cosine, bf16 autocast on GPU, gradient accumulation, DDP through torchrun, checkpoints
+with exact resume, and logging of the three losses, images/s and (on GPU) MFU.
 """
 
 from __future__ import annotations
@@ -8,34 +10,49 @@ import json
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from functools import partial
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
 from torch.utils.data import DataLoader, DistributedSampler
 from torch.utils.flop_counter import FlopCounterMode
+from torch_geometric.data import Batch
 from tqdm import tqdm
 
-from model import GeoLink, GeoLinkConfig, save_checkpoint
+from model import GeoLink, GeoLinkConfig, preset
+from model.config import json_kwargs
+from model.errors import InputError
 from training.data import PretrainDataset, collate
 
-CHECKPOINT = "checkpoint.pt"
-METRICS = "metrics.jsonl"
+_CHECKPOINT = "checkpoint.pt"
+_METRICS = "metrics.jsonl"
+_AT_LEAST = {"steps": 1, "batch_size": 1, "accumulate": 1, "warmup_steps": 0, "num_workers": 0}
+_AT_LEAST |= {"log_every": 1, "checkpoint_every": 1, "max_steps_per_run": 1}
 
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    """Everything a pretraining run needs; written beside its checkpoints."""
+    """Everything a pretraining run needs; written beside its checkpoints.
+
+    ``data`` is the shard folder, ``out`` the run folder (a second run there resumes), ``model`` the
+    architecture (default: the ``default`` preset), ``init`` an optional checkpoint of that architecture to
+    start from. ``max_steps_per_run`` stops a run early (to resume later).
+
+    Raises:
+        InputError: a count below its minimum (named with its value), or ``lr`` not positive.
+    """
 
     data: str
     out: str
-    model: GeoLinkConfig = field(
-        default_factory=lambda: GeoLinkConfig(architecture="vit_tiny_patch16_224", osm_in_chans=384)
-    )
+    model: GeoLinkConfig = field(default_factory=partial(preset, "default"))
     steps: int = 1000
     batch_size: int = 32
     accumulate: int = 1
@@ -50,15 +67,33 @@ class PretrainConfig:
     max_steps_per_run: int | None = None
     init: str | None = None
 
+    def __post_init__(self) -> None:
+        low = [
+            f"{name}={getattr(self, name)} (at least {least})"
+            for name, least in _AT_LEAST.items()
+            if getattr(self, name) is not None and getattr(self, name) < least
+        ]
+        if not self.lr > 0:
+            low.append(f"lr={self.lr} (must be positive)")
+        if low:
+            raise InputError(f"pretraining config: {', '.join(low)}")
+
     def to_json(self) -> str:
+        """Serialise to JSON, the model config nested (``config.json`` of a run)."""
         values = asdict(self)
         values["model"] = json.loads(self.model.to_json())
         return json.dumps(values, sort_keys=True, indent=1)
 
     @classmethod
     def from_json(cls, text: str) -> PretrainConfig:
-        values = json.loads(text)
-        values["model"] = GeoLinkConfig.from_json(json.dumps(values.get("model", {})))
+        """Read a config written by ``to_json``.
+
+        Raises:
+            InputError: ``text`` is not a JSON object of config keys (unknown and missing keys are named).
+        """
+        values = json_kwargs(cls, text)
+        if "model" in values:
+            values["model"] = GeoLinkConfig.from_json(json.dumps(values["model"]))
         return cls(**values)
 
 
@@ -74,7 +109,12 @@ class _Distributed:
 
 
 def pretrain(config: PretrainConfig) -> dict[str, float]:
-    """Run (or resume) pretraining; return the last logged metrics. Launch with torchrun for several processes."""
+    """Run (or resume) pretraining; return the last logged metrics. torchrun launches several processes.
+
+    Raises:
+        InputError: no shards in ``data``, shards of another tag-feature width than the model's, or a
+            checkpoint (``init``, or the one in ``out`` to resume) of another model config than ``model``.
+    """
     ddp = _init_distributed()
     device = torch.device(f"cuda:{ddp.local_rank}" if torch.cuda.is_available() else "cpu")
     out = Path(config.out)
@@ -82,14 +122,17 @@ def pretrain(config: PretrainConfig) -> dict[str, float]:
 
     dataset = PretrainDataset(config.data, seed=config.seed)
     if dataset.channels != config.model.osm_in_chans:
-        raise ValueError(
+        raise InputError(
             f"the shards hold {dataset.channels}-d tag features but the model expects osm_in_chans="
-            f"{config.model.osm_in_chans}: build the shards with the matching text encoder or change the config"
+            f"{config.model.osm_in_chans}: build the shards with the matching text encoder or change model="
         )
     torch.manual_seed(config.seed)
     model = GeoLink.from_checkpoint(config.init) if config.init else GeoLink(config.model)
     if model.config != config.model:
-        raise ValueError(f"--init {config.init} has a different model config than the run's")
+        raise InputError(
+            f"init={config.init} holds another model config than model= "
+            f"({_differences(model.config, config.model)})"
+        )
     model.to(device).train()
     optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.lr, betas=(0.9, 0.95))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(config))
@@ -161,10 +204,19 @@ def pretrain(config: PretrainConfig) -> dict[str, float]:
             _save(out, config, model, optimizer, scheduler, state)
     progress.close()
     if ddp.main and state["step"] == config.steps:
-        save_checkpoint(model, out / "model.safetensors")
+        model.save(out / "model.safetensors")
     if ddp.world > 1:
         dist.destroy_process_group()
     return metrics
+
+
+def _differences(found: GeoLinkConfig, wanted: GeoLinkConfig) -> str:
+    """The fields in which two model configs differ, as ``name found != wanted``."""
+    return ", ".join(
+        f"{f.name} {getattr(found, f.name)!r} != {getattr(wanted, f.name)!r}"
+        for f in fields(GeoLinkConfig)
+        if getattr(found, f.name) != getattr(wanted, f.name)
+    )
 
 
 def _init_distributed() -> _Distributed:
@@ -179,7 +231,7 @@ def _init_distributed() -> _Distributed:
     return _Distributed(rank=dist.get_rank(), world=world, local_rank=local_rank)
 
 
-def _param_groups(model: GeoLink, weight_decay: float) -> list[dict]:
+def _param_groups(model: GeoLink, weight_decay: float) -> list[dict[str, object]]:
     """No weight decay on biases, norms, tokens and position tables (1-D or frozen tensors)."""
     decay, no_decay = [], []
     for name, parameter in model.named_parameters():
@@ -191,7 +243,8 @@ def _param_groups(model: GeoLink, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def _warmup_cosine(config: PretrainConfig):
+def _warmup_cosine(config: PretrainConfig) -> Callable[[int], float]:
+    """The learning-rate factor per step: linear warm-up, then cosine down to ``min_lr``."""
     floor = config.min_lr / config.lr
 
     def factor(step: int) -> float:
@@ -205,8 +258,8 @@ def _warmup_cosine(config: PretrainConfig):
 
 def _batches(
     dataset: PretrainDataset, config: PretrainConfig, ddp: _Distributed, epoch: int, skip: int
-) -> Iterator[tuple[int, int, tuple]]:
-    """Endless (epoch, batch index, batch) stream; the order depends only on (seed, epoch), so resume is exact."""
+) -> Iterator[tuple[int, int, tuple[torch.Tensor, Batch]]]:
+    """Endless (epoch, batch index, batch) stream; the order depends on (seed, epoch) alone: exact resume."""
     sampler = DistributedSampler(
         dataset, num_replicas=ddp.world, rank=ddp.rank, shuffle=True, seed=config.seed
     )
@@ -228,15 +281,19 @@ def _batches(
         epoch, skip = epoch + 1, 0
 
 
-def _resume(out: Path, config: PretrainConfig, model, optimizer, scheduler) -> dict:
-    path = out / CHECKPOINT
+def _resume(
+    out: Path, config: PretrainConfig, model: GeoLink, optimizer: Optimizer, scheduler: LRScheduler
+) -> dict[str, int]:
+    """Load the run state of ``out`` into model, optimizer and scheduler; return the loop position."""
+    path = out / _CHECKPOINT
     if not path.exists():
         return {"step": 0, "epoch": 0, "batch_in_epoch": 0}
     saved = torch.load(path, map_location="cpu", weights_only=True)
-    if saved["model_config"] != config.model.to_json():
-        raise ValueError(
-            f"cannot resume {path}: it was trained with another model config "
-            f"({json.loads(saved['model_config'])['architecture']}); use a new --out directory"
+    trained = GeoLinkConfig.from_json(saved["model_config"])
+    if trained != config.model:
+        raise InputError(
+            f"cannot resume out={out}: its checkpoint was trained with another model config than model= "
+            f"({_differences(trained, config.model)}); to start afresh, give another out="
         )
     model.load_state_dict(saved["model"])
     optimizer.load_state_dict(saved["optimizer"])
@@ -244,7 +301,14 @@ def _resume(out: Path, config: PretrainConfig, model, optimizer, scheduler) -> d
     return saved["state"]
 
 
-def _save(out: Path, config: PretrainConfig, model, optimizer, scheduler, state: dict) -> None:
+def _save(
+    out: Path,
+    config: PretrainConfig,
+    model: GeoLink,
+    optimizer: Optimizer,
+    scheduler: LRScheduler,
+    state: dict[str, int],
+) -> None:
     """Write the checkpoint atomically (a kill mid-write leaves the previous one)."""
     payload = {
         "model": model.state_dict(),
@@ -253,9 +317,9 @@ def _save(out: Path, config: PretrainConfig, model, optimizer, scheduler, state:
         "state": dict(state),
         "model_config": config.model.to_json(),
     }
-    tmp = out / (CHECKPOINT + ".tmp")
+    tmp = out / (_CHECKPOINT + ".tmp")
     torch.save(payload, tmp)
-    os.replace(tmp, out / CHECKPOINT)
+    os.replace(tmp, out / _CHECKPOINT)
 
 
 def _log(
@@ -287,12 +351,12 @@ def _log(
         metrics["model_tflops_per_gpu"] = achieved / 1e12
         metrics["mfu"] = achieved / _peak_flops(device)
     if ddp.main:
-        with (out / METRICS).open("a") as handle:
+        with (out / _METRICS).open("a") as handle:
             handle.write(json.dumps(metrics) + "\n")
     return metrics
 
 
-def _measure_flops(model, images: torch.Tensor, graphs) -> float:
+def _measure_flops(model: nn.Module, images: torch.Tensor, graphs: Batch) -> float:
     """Model FLOPs of one training step (forward + backward) per image, counted by torch's FlopCounterMode."""
     counter = FlopCounterMode(display=False)
     with counter:

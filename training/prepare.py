@@ -1,8 +1,8 @@
 """Pretraining pairs from real data: chips of a region's H3 cells with their OSM graphs, written as shards.
 
-The same readers as ingestion (imagery mosaics, OSM sources, GraphBuilder) produce the pairs, so a model pretrained
-here sees exactly what it will encode later. Imagery without OSM gives image-only samples (empty graphs), which
-still train the masked-image loss.
+The same readers as ingestion (imagery mosaics, OSM sources, GraphBuilder) produce the pairs, so a model
+pretrained here sees exactly what it will encode later. Imagery without OSM gives image-only samples (empty
+graphs), which still train the masked-image loss.
 """
 
 from __future__ import annotations
@@ -22,12 +22,15 @@ from geolink_store.grid import cell_geometries, cell_lonlat, region_cells
 from geolink_store.sources.mosaic import open_imagery
 from geolink_store.sources.osm import OSMIndex, read_example_folder, read_osm
 from model import empty_graph
+from model.errors import InputError
 from training.shards import Sample
+
+_PICTURES = (".jpg", ".jpeg", ".png")
 
 
 @dataclass(frozen=True)
 class RegionPairs:
-    """Where to cut pretraining pairs: a region, its imagery, optional OSM, and the H3 resolution of the chips."""
+    """Where to cut pretraining pairs: a region, its imagery, optional OSM, the H3 resolution of the chips."""
 
     region: object
     imagery: tuple[str, ...]
@@ -57,10 +60,16 @@ def region_samples(spec: RegionPairs, builder: GraphBuilder) -> Iterator[Sample]
 
 
 def example_samples(folders: list[str | Path], builder: GraphBuilder, size: int = 224) -> Iterator[Sample]:
-    """Samples from official per-chip example folders (image + OSM files + bbox pickle), image resized to ``size``."""
+    """Samples from official per-chip example folders (image, OSM files, bbox pickle), resized to ``size``.
+
+    Raises:
+        InputError: a folder holds no image.
+    """
     for folder in map(Path, folders):
         example = read_example_folder(folder)
-        picture = next(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+        picture = next((p for p in folder.iterdir() if p.suffix.lower() in _PICTURES), None)
+        if picture is None:
+            raise InputError(f"example folder {folder} holds no {'/'.join(_PICTURES)} image")
         pixels = np.asarray(Image.open(picture).convert("RGB").resize((size, size), Image.BILINEAR))
         graph = builder.build(example.entities, example.bbox)
         yield Sample(image=torch.from_numpy(pixels).permute(2, 0, 1).contiguous(), graph=graph)

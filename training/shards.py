@@ -1,12 +1,13 @@
-"""Pretraining samples (an image chip and its OSM graph) written once as safetensors shards and read back fast.
+"""Pretraining samples (an image chip and its OSM graph) written once as safetensors shards, read back fast.
 
-A shard holds N samples as a few concatenated tensors plus offsets, so reading a sample is a handful of slices of a
-memory-mapped file, with no unpickling:
+A shard holds N samples as a few concatenated tensors plus offsets, so reading a sample is a handful of slices
+of a memory-mapped file, with no unpickling:
 
 - ``image``: (N, 3, H, W) uint8 chips (before normalisation, so augmentation works on pixels);
-- ``{type}.x`` (sum of nodes, C) float16 tag features, ``{type}.pos`` (sum of nodes, P, 2) float32 chip-frame points,
-  ``{type}.ptr`` (N + 1,) int64 node offsets, for type in polygon, line, point;
-- ``{src}__{dst}.edge_index`` (2, sum of edges) int64 (node indices local to the sample), ``{src}__{dst}.ptr``.
+- ``{type}.x`` (sum of nodes, C) float16 tag features, ``{type}.pos`` (sum of nodes, P, 2) float32 chip-frame
+  points, ``{type}.ptr`` (N + 1,) int64 node offsets, for type in polygon, line, point;
+- ``{src}__{dst}.edge_index`` (2, sum of edges) int64 (node indices local to each sample) and
+  ``{src}__{dst}.ptr``.
 """
 
 from __future__ import annotations
@@ -25,13 +26,14 @@ from safetensors.torch import save_file
 from torch_geometric.data import HeteroData
 
 from model import EDGE_TYPES, NODE_TYPES, POINTS_PER_NODE
+from model.errors import InputError
 
-SHARD_GLOB = "shard-*.safetensors"
+_SHARD_GLOB = "shard-*.safetensors"
 
 
 @dataclass(frozen=True)
 class Sample:
-    """One pretraining pair: a uint8 chip (3, H, W) and its graph (our layout: ``x`` and ``pos`` per node type)."""
+    """One pretraining pair: a uint8 chip (3, H, W) and its graph (our layout, ``x`` and ``pos`` per type)."""
 
     image: torch.Tensor
     graph: HeteroData
@@ -80,12 +82,22 @@ def _offsets(counts: list[int]) -> torch.Tensor:
 
 
 class ShardReader:
-    """Random access to the samples of one shard (memory-mapped)."""
+    """Random access to the samples of one shard (memory-mapped).
+
+    Args:
+        path: a shard written by ``write_shards``.
+
+    Raises:
+        InputError: the file is not a readable shard.
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._file = safe_open(str(self.path), framework="pt")
-        self.length = int(self._file.metadata()["samples"])
+        try:
+            self._file = safe_open(str(self.path), framework="pt")
+            self.length = int(self._file.metadata()["samples"])
+        except Exception as error:  # safetensors raises several private error types for damaged files
+            raise InputError(f"{self.path}: not a readable pretraining shard ({error!r})") from None
         self._ptr = {k: self._file.get_tensor(k) for k in self._file.keys() if k.endswith(".ptr")}
 
     def __len__(self) -> int:
@@ -115,4 +127,4 @@ class ShardReader:
 
 def shard_paths(directory: str | Path) -> list[Path]:
     """The shards of a pretraining dataset directory, in order."""
-    return sorted(Path(directory).glob(SHARD_GLOB))
+    return sorted(Path(directory).glob(_SHARD_GLOB))

@@ -1,12 +1,17 @@
-"""``geolink pretrain``: build pretraining shards from real data, then pretrain GeoLink (one process or torchrun)."""
+"""``geolink pretrain``: build pretraining shards from real data, then pretrain GeoLink (or with torchrun)."""
 
 from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from model import GeoLinkConfig
 
 
 @click.command(
@@ -29,7 +34,11 @@ import click
     help="A run config JSON (see run/config.json).",
 )
 @click.option(
-    "--architecture", default="vit_tiny_patch16_224", show_default=True, help="timm ViT of the image encoder."
+    "--architecture",
+    default="default",
+    show_default=True,
+    help="A GeoLink preset of model.presets (e.g. default, vit_b16), or a timm ViT name: the default preset "
+    "with that image encoder.",
 )
 @click.option("--steps", type=click.IntRange(min=1), default=1000, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
@@ -60,11 +69,11 @@ def pretrain_command(
     res: int,
 ) -> None:
     """Pretrain GeoLink on image + OSM pairs (the three losses), or prepare its shards."""
-    from geolink_store.errors import GeolinkError
+    from geolink_store.errors import InputError
 
     if prepare:
         if not region or not imagery:
-            raise GeolinkError("--prepare needs --region and --imagery (and --osm for image + OSM pairs)")
+            raise InputError("--prepare needs --region and --imagery (and --osm for image + OSM pairs)")
         from geolink_store.graphs.builder import GraphBuilder
         from training.prepare import RegionPairs, region_samples
         from training.shards import write_shards
@@ -72,14 +81,13 @@ def pretrain_command(
         paths = write_shards(region_samples(RegionPairs(region, imagery, osm, res), GraphBuilder()), data)
         click.echo(f"wrote {len(paths)} shards to {data}")
         return
-    from model import GeoLinkConfig
     from training.loop import PretrainConfig, pretrain
 
     if config_file:
         config = PretrainConfig.from_json(Path(config_file).read_text())
     else:
         if out is None:
-            raise GeolinkError("give --out (or --config)")
+            raise InputError("give --out (or --config)")
         config = PretrainConfig(
             data=data,
             out=out,
@@ -87,8 +95,23 @@ def pretrain_command(
             batch_size=batch_size,
             lr=lr,
             init=init,
-            model=GeoLinkConfig(architecture=architecture, osm_in_chans=384, type_attention=True),
+            model=_model_config(architecture),
         )
     metrics = pretrain(config)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one line for the run
         click.echo(json.dumps(metrics))
+
+
+def _model_config(architecture: str) -> GeoLinkConfig:
+    """The preset of that name, or else the ``default`` preset with the timm ViT of that name.
+
+    Raises:
+        InputError: ``architecture`` is neither a preset nor a timm model (the message lists the presets).
+    """
+    import timm
+
+    from model import PRESET_NAMES, preset
+
+    if architecture not in PRESET_NAMES and timm.is_model(architecture):
+        return replace(preset("default"), architecture=architecture)
+    return preset(architecture)

@@ -28,23 +28,8 @@ from geolink_store.heads.train import (
     spatial_split,
     train_head,
 )
-from geolink_store.store.store import Store, sql_string
-
-HEADS_SCHEMA = pa.schema(
-    [
-        pa.field("head_id", pa.string(), nullable=False),
-        pa.field(MODEL_COLUMN, pa.string(), nullable=False),
-        pa.field("table", pa.string(), nullable=False),
-        pa.field("modality", pa.string(), nullable=False),
-        pa.field("kind", pa.string(), nullable=False),
-        pa.field("dim", pa.int32(), nullable=False),
-        pa.field("classes", pa.string(), nullable=False),  # JSON list
-        pa.field("metrics", pa.string(), nullable=False),  # JSON object
-        pa.field("weights", pa.binary(), nullable=False),  # safetensors bytes
-        pa.field("labels", pa.string(), nullable=False),  # the labels file and column it was trained on
-        pa.field("created", pa.timestamp("us", tz="UTC"), nullable=False),
-    ]
-)
+from geolink_store.store import HEADS_SCHEMA, Store
+from geolink_store.store._filters import quote
 
 
 @dataclass(frozen=True)
@@ -153,7 +138,7 @@ def stored_vectors(
     data = (
         store.table(table)
         .search()
-        .where(f"{MODEL_COLUMN} = {sql_string(model_id)}")
+        .where(f"{MODEL_COLUMN} = {quote(model_id)}")
         .select([H3_COLUMN, *columns])
         .limit(None)
         .to_arrow()
@@ -187,7 +172,7 @@ def load_head(store: Store, head_id: str) -> tuple[dict, Head]:
     found = (
         store.table("heads")
         .search()
-        .where(f"head_id = {sql_string(head_id)}")
+        .where(f"head_id = {quote(head_id)}")
         .limit(1)
         .to_arrow()
         .to_pylist()

@@ -1,5 +1,7 @@
-"""The work of one partition, shared by every engine: the CPU side (:func:`partition_work`: OSM read once, chips
-read, graphs built) and the model side (:func:`encode_work`: a batch encoded and shaped into store rows).
+"""The work of one partition, shared by every engine.
+
+The CPU side (:func:`partition_work`): the partition's OSM read once, its chips read, their graphs built. The
+model side (:func:`encode_work`): a batch encoded and shaped into store rows.
 """
 
 from __future__ import annotations
@@ -74,8 +76,8 @@ def partition_work(
 ) -> Iterator[Work]:
     """The CPU side of one partition, batch by batch: its OSM read once, chips read, graphs built.
 
-    The chips of the cells the imagery covers come first; with ``settings.osm_only`` the partition's other cells
-    follow as :class:`OsmOnlyBatch` es. Skipped cells are counted in ``tally``.
+    The chips of the cells the imagery covers come first; with ``settings.osm_only`` the partition's other
+    cells follow as :class:`OsmOnlyBatch` es. Skipped cells are counted in ``tally``.
     """
     index = OSMIndex(partition_osm(osm, partition.cells), chip_crs)
     read: list[int] = []
@@ -122,7 +124,7 @@ def encode_work(
     device = next(model.parameters()).device
     images = torch.from_numpy(np.stack([chip.image for chip in work.chips])).to(device)
     out = model.encode(images, work.graphs, max_fusion_nodes=settings.max_fusion_nodes, dtype=dtype)
-    tokens, fused = out.image_tokens.cpu(), out.fused.cpu()  # rows are built on the CPU, whatever the device
+    image_tokens, fused = out.image_tokens.cpu(), out.fused.cpu()  # rows are built on the CPU
     cells = cell_rows(
         np.array([chip.cell for chip in work.chips], dtype=np.int64),
         res=settings.res,
@@ -136,7 +138,7 @@ def encode_work(
         node_counts=_node_counts(work.graphs),
     )
     return EncodedRows(
-        _patches(work.chips, tokens, fused, settings, model_id),
+        _patches(work.chips, image_tokens, fused, settings, model_id),
         cells,
         with_osm=int(out.has_osm.sum()),
         osm_only=False,
@@ -151,8 +153,9 @@ def _node_counts(graphs: list[HeteroData]) -> dict[str, np.ndarray]:
 def _patches(
     chips: list[Chip], image: torch.Tensor, fused: torch.Tensor, settings: IngestSettings, model_id: str
 ) -> pa.Table:
-    """Image and fused patch tokens (B, P, D) averaged per fine cell, for the fine cells inside each chip's own
-    hexagon.
+    """``patches`` rows: image and fused patch tokens (B, P, D) averaged per fine cell.
+
+    Only the fine cells inside each chip's own hexagon are kept (a chip's square overlaps its neighbours).
     """
     rows_h3, rows_parent, image_rows, fused_rows = [], [], [], []
     for i, chip in enumerate(chips):

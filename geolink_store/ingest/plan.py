@@ -1,8 +1,8 @@
 """Planning an ingest: inputs checked and the cells to encode decided before anything is written.
 
-:func:`plan_ingest` opens the imagery, the region and the store, refuses bad input, and leaves out the cells the
-store already holds for the model; every engine carries out the same :class:`IngestPlan`, partition by partition
-(cells grouped by a coarse H3 parent, each reading only its own OSM: :func:`partition_osm`).
+:func:`plan_ingest` opens the imagery, the region and the store, refuses bad input, and leaves out the cells
+the store already holds for the model; every engine carries out the same :class:`IngestPlan`, partition by
+partition (cells grouped by a coarse H3 parent, each reading only its own OSM: :func:`partition_osm`).
 """
 
 from __future__ import annotations
@@ -46,8 +46,8 @@ class IngestSettings:
         max_fusion_nodes: optional deterministic cap on OSM nodes per chip in the fusion block.
         bf16: run the model under bfloat16 autocast (default: on a GPU only).
         overwrite: re-encode cells that the store already holds for this model (default: resume, skip them).
-        osm_only: cells without (enough) imagery but with OSM get a row with their ``osm`` vector alone (``image``
-            and ``fused`` null) instead of being skipped.
+        osm_only: cells without (enough) imagery but with OSM get a row with their ``osm`` vector alone
+            (``image`` and ``fused`` null) instead of being skipped.
         partition_levels: cells are processed in partitions of their parent this many resolutions coarser (3:
             about 343 cells each); a partition reads its OSM once and is the unit of work of the Ray engine.
     """
@@ -120,8 +120,8 @@ class Partition:
 class IngestPlan:
     """A checked ingest: what to encode and with what, decided before anything is written.
 
-    Every engine (local, Ray) starts from the same plan, so they refuse the same bad input with the same message and
-    encode exactly the same cells.
+    Every engine (local, Ray) starts from the same plan, so they refuse the same bad input with the same
+    message and encode exactly the same cells.
     """
 
     store: Store
@@ -139,7 +139,7 @@ class IngestPlan:
     report: IngestReport
 
     def partitions(self) -> Iterator[Partition]:
-        """The cells to encode, grouped by their coarse parent (see :attr:`IngestSettings.partition_levels`)."""
+        """The cells to encode, grouped by their coarse parent (:attr:`IngestSettings.partition_levels`)."""
         return partition_cells(
             self.todo, np.isin(self.todo, self.covered), self.settings.res, self.settings.partition_levels
         )
@@ -190,7 +190,7 @@ def plan_ingest(
     model = (model or GeoLink.default()).eval()
     if not model.config.multimodal:
         raise InputError("ingest needs a multimodal GeoLink checkpoint (this one is image-only)")
-    report = IngestReport(model_id=fingerprint(model))
+    report = IngestReport(model_id=fingerprint(model.config, model.state_dict()))
 
     source = open_imagery(imagery)
     cells = region_cells(region, settings.res)
@@ -264,7 +264,7 @@ def partition_cells(cells: np.ndarray, imaged: np.ndarray, res: int, levels: int
 
 
 def partition_osm(path: str, cells: np.ndarray) -> gpd.GeoDataFrame:
-    """The OSM entities around a partition's chips (its hexagons' bounds grown by one cell in each direction)."""
+    """The OSM entities around a partition's chips: its hexagons' bounds grown by a cell on each side."""
     hexagons = shapely.union_all(cell_geometries(cells))
     west, south, east, north = hexagons.bounds
     pad = max(east - west, north - south) / max(1.0, np.sqrt(cells.size))

@@ -11,7 +11,8 @@ import pandas as pd
 from geolink_store import grid
 from geolink_store.constants import H3_COLUMN, MODEL_COLUMN, WGS84
 from geolink_store.errors import GeolinkError
-from geolink_store.store.store import Store, sql_string
+from geolink_store.store import Store
+from geolink_store.store._filters import quote
 
 
 def export_table(store: Store, table: str, out: str | os.PathLike, *, model_id: str | None = None) -> int:
@@ -29,7 +30,7 @@ def export_table(store: Store, table: str, out: str | os.PathLike, *, model_id: 
     target = store.table(table)
     query = target.search()
     if model_id is not None:
-        query = query.where(f"{MODEL_COLUMN} = {sql_string(model_id)}")
+        query = query.where(f"{MODEL_COLUMN} = {quote(model_id)}")
     rows = query.limit(None).to_arrow()
     if model_id is not None and rows.num_rows == 0:
         raise GeolinkError(f"table {table!r} has no rows for model {model_id!r}")

@@ -25,7 +25,9 @@ import shapely
 from geolink_store import grid
 from geolink_store.constants import H3_COLUMN, MODALITIES, MODEL_COLUMN, WGS84, Modality
 from geolink_store.errors import GeolinkError
-from geolink_store.store.store import METRIC, Store, parent_column, sql_string
+from geolink_store.store import Store, parent_column
+from geolink_store.store._filters import quote
+from geolink_store.store.indexes import METRIC
 
 RESULT_COLUMNS = [H3_COLUMN, "lon", "lat", "res", MODEL_COLUMN, "geometry", "_distance"]
 EXACT_MAX_ROWS = 20_000
@@ -180,7 +182,7 @@ def search(
     query = _query_vector(
         table, query_cells, modality, model_id, required=cells is not None or lonlat is not None
     )
-    model_filter = f"{MODEL_COLUMN} = {sql_string(model_id)}"
+    model_filter = f"{MODEL_COLUMN} = {quote(model_id)}"
     where = " AND ".join(
         part
         for part in (model_filter, f"({area})" if area else None, f"{H3_COLUMN} NOT IN ({_ids(query_cells)})")
@@ -206,7 +208,7 @@ def _ids(cells: np.ndarray) -> str:
 def _query_vector(table, cells: np.ndarray, modality: str, model_id: str, *, required: bool) -> np.ndarray:
     rows = (
         table.search()
-        .where(f"{MODEL_COLUMN} = {sql_string(model_id)} AND {H3_COLUMN} IN ({_ids(cells)})")
+        .where(f"{MODEL_COLUMN} = {quote(model_id)} AND {H3_COLUMN} IN ({_ids(cells)})")
         .select([H3_COLUMN, modality])
         .limit(None)
         .to_arrow()

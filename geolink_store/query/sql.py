@@ -41,7 +41,8 @@ import duckdb
 import pyarrow as pa
 
 from geolink_store.errors import GeolinkError
-from geolink_store.store.store import Store, sql_string
+from geolink_store.store import Store
+from geolink_store.store._filters import quote
 
 DUCKDB_VERSION = "v1.5.5"
 EXTENSIONS = {"spatial": "duckdb_extension_spatial", "lance": "duckdb_extension_lance"}
@@ -89,10 +90,10 @@ class SqlSession:
     ) -> None:
         self.store = Store.open(store_path)
         self._tmp = tempfile.TemporaryDirectory(prefix="geolink-sql-")
-        catalog = sql_string(str(Path(self._tmp.name) / "catalog.duckdb"))
+        catalog = quote(str(Path(self._tmp.name) / "catalog.duckdb"))
         self.connection = duckdb.connect(config={"allow_persistent_secrets": False})
         for name in EXTENSIONS:
-            self.connection.execute(f"LOAD {sql_string(str(extension_file(name)))}")
+            self.connection.execute(f"LOAD {quote(str(extension_file(name)))}")
         self.connection.execute(f"ATTACH {catalog} AS catalog; USE catalog")
         self._create_views()
         mode = "" if write else " (READ_ONLY)"
@@ -100,7 +101,7 @@ class SqlSession:
         for name, path in (files or {}).items():
             self._read_file(name, Path(path))
         if write:
-            self.connection.execute(f"ATTACH {sql_string(self.store.uri)} AS store (TYPE LANCE)")
+            self.connection.execute(f"ATTACH {quote(self.store.uri)} AS store (TYPE LANCE)")
         else:
             self.connection.execute("SET enable_external_access = false")
             self.connection.execute("SET lock_configuration = true")
@@ -151,7 +152,7 @@ class SqlSession:
     def _create_views(self) -> None:
         connection = self.connection
         for name in self.store.table_names():
-            source = sql_string(self.store.table_uri(name))
+            source = quote(self.store.table_uri(name))
             columns = connection.sql(f"DESCRIBE SELECT * FROM {source}").fetchall()
             replace = (
                 " REPLACE (ST_GeomFromWKB(geometry) AS geometry)"
@@ -173,7 +174,7 @@ class SqlSession:
             raise GeolinkError(f"file {path} for table {name!r} does not exist")
         try:
             self.connection.execute(
-                f'CREATE TEMP TABLE "{name}" AS SELECT * FROM ST_Read({sql_string(str(path.resolve()))})'
+                f'CREATE TEMP TABLE "{name}" AS SELECT * FROM ST_Read({quote(str(path.resolve()))})'
             )
         except duckdb.Error as error:
             raise GeolinkError(

@@ -1,8 +1,8 @@
-"""Staged writes: rows written as uncommitted Lance fragments, a journal of finished work, one commit per table.
+"""Staged writes: rows as uncommitted Lance fragments, a journal of finished work, one commit per table.
 
-Workers write fragments next to a table and hand back their metadata (JSON); the driver records each finished unit
-of work in a :class:`StagingJournal` and finally commits all of a table's fragments in one Lance transaction that
-also deletes the rows they replace. Until that commit readers see none of the new rows.
+Workers write fragments next to a table and hand back their metadata (JSON); the driver records each finished
+unit of work in a :class:`StagingJournal` and finally commits all of a table's fragments in one Lance
+transaction that also deletes the rows they replace. Until that commit readers see none of the new rows.
 """
 
 from __future__ import annotations
@@ -36,12 +36,13 @@ def write_fragments(uri: str, data: pa.Table, schema: pa.Schema) -> list[str]:
 
 
 def commit_fragments(uri: str, fragments_json: list[str], key: str, cells: np.ndarray, model_id: str) -> bool:
-    """Commit staged fragments in one transaction that also drops the rows of ``model_id`` whose ``key`` is in
-    ``cells``.
+    """Commit staged fragments in one transaction that also drops the rows they replace.
+
+    The rows dropped are those of ``model_id`` whose ``key`` column is one of ``cells``.
 
     Returns:
-        Whether a commit was made: False when there is nothing to commit, or when these fragments were committed
-        already (by a run interrupted after its commit).
+        Whether a commit was made: False when there is nothing to commit, or when these fragments were
+        committed already (by a run interrupted after its commit).
     """
     if not fragments_json:
         return False
@@ -62,8 +63,10 @@ def commit_fragments(uri: str, fragments_json: list[str], key: str, cells: np.nd
 def _drop_rows(
     dataset: LanceDataset, key: str, cells: np.ndarray, model_id: str
 ) -> tuple[list[int], list[FragmentMetadata]]:
-    """Deletions (uncommitted) of the rows of ``model_id`` whose ``key`` is one of ``cells``: the fragments left
-    empty and the fragments with new deletion files.
+    """Uncommitted deletions of the rows of ``model_id`` whose ``key`` is one of ``cells``.
+
+    Returns:
+        The ids of the fragments left empty and the fragments with new deletion files.
     """
     removed, updated = [], []
     wanted = pa.array(cells, type=pa.int64())
@@ -88,7 +91,8 @@ def _lance() -> ModuleType:
 class StagingJournal:
     """Finished units of work of one run, one JSON file each (``<key in hex>.json``) in one directory.
 
-    Each file is written whole before it gets its final name, so a kill leaves either a complete record or none.
+    Each file is written whole before it gets its final name, so a kill leaves either a complete record or
+    none.
     """
 
     def __init__(self, filesystem: pafs.FileSystem, directory: str) -> None:

@@ -1,4 +1,4 @@
-"""Rows into tables: each batch conformed to the stored schema, its keys checked, merged in one Lance commit."""
+"""Rows into tables: each batch conformed to the stored schema, keys checked, merged in one Lance commit."""
 
 from __future__ import annotations
 
@@ -24,7 +24,10 @@ def batches(data: Rows) -> Iterator[pa.Table]:
 
 
 def merge(target: lancedb.table.Table, table: str, batch: pa.Table) -> tuple[int, int]:
-    """Insert or replace the rows of ``batch`` in ``target`` by key, in one commit; the rows inserted and replaced.
+    """Insert or replace the rows of ``batch`` in ``target`` by key, in one commit.
+
+    Returns:
+        The rows inserted and the rows replaced.
 
     Raises:
         InputError: the batch does not fit the table's schema, or repeats a key.

@@ -1,8 +1,8 @@
 """Vector and scalar indexes: built once a table is large enough, refreshed as rows arrive.
 
-Below :data:`INDEX_MIN_ROWS` rows search is exact (flat). :func:`build_indexes` builds one ``IVF_HNSW_SQ`` index
-per vector column and scalar indexes on the key columns; later rows are folded in by ``optimize`` on the next call.
-See ``geolink_store.query.search`` for the query parameters that keep recall@10 >= 0.95.
+Below :data:`INDEX_MIN_ROWS` rows search is exact (flat). :func:`build_indexes` builds one ``IVF_HNSW_SQ``
+index per vector column and scalar indexes on the key columns; later rows are folded in by ``optimize`` on the
+next call. See ``geolink_store.query.search`` for the query parameters that keep recall@10 >= 0.95.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ SCALAR_INDEXES = ((H3_COLUMN, "BTREE"), (MODEL_COLUMN, "BITMAP"))
 def build_indexes(target: lancedb.table.Table, table: str, min_rows: int = INDEX_MIN_ROWS) -> list[str]:
     """Build an ANN index on every vector column of ``target`` (table ``table``) if it has ``min_rows`` rows.
 
-    A column that already has an index gets its new rows folded in (``optimize``) instead. Until a table reaches
-    ``min_rows`` rows search stays exact, which is both correct and fast at that size.
+    A column that already has an index gets its new rows folded in (``optimize``) instead. Until a table
+    reaches ``min_rows`` rows search stays exact, which is both correct and fast at that size.
 
     Returns:
         The vector columns whose index was built or refreshed.
@@ -58,7 +58,7 @@ def build_indexes(target: lancedb.table.Table, table: str, min_rows: int = INDEX
 
 
 def index_state(target: lancedb.table.Table) -> dict[str, Any]:
-    """The indexes of a table (columns, type, rows not yet indexed) and how it is searched (``ann`` or ``exact``)."""
+    """A table's indexes (columns, type, rows not yet indexed) and how it is searched (``ann``, ``exact``)."""
     indexes = {
         index.name: {
             "columns": list(index.columns),

@@ -14,7 +14,7 @@ def is_remote(location: str | Path) -> bool:
 
 
 def file_system(location: str | Path) -> tuple[pafs.FileSystem, str]:
-    """A pyarrow file system for ``location`` (local or object store) and the path of ``location`` inside it."""
+    """A pyarrow file system for ``location`` (local or object store) and the path of ``location`` in it."""
     if is_remote(location):
         return pafs.FileSystem.from_uri(str(location))
     return pafs.LocalFileSystem(), str(Path(location).resolve())

@@ -46,7 +46,7 @@ def cell_rows(
         osm: (N, D) OSM region vectors; rows where ``has_osm`` is False are stored as null.
         has_osm: (N,) whether each cell has OSM.
         fused: (N, D) fused vectors, or None like ``image``.
-        node_counts: the OSM node count of each cell, keyed by column (``n_point``, ``n_line``, ``n_polygon``).
+        node_counts: the OSM nodes of each cell, keyed by column (``n_point``, ``n_line``, ``n_polygon``).
     """
     cells = np.asarray(cells, dtype=np.int64)
     lon, lat = cell_lonlat(cells)

@@ -1,10 +1,10 @@
-"""Every table's columns, keys and vector columns, declared once (see docs/design.md for what each row means)."""
+"""Every table's columns, keys and vector columns, declared once (docs/design.md says what each row means)."""
 
 from __future__ import annotations
 
 import pyarrow as pa
 
-from geolink_store.constants import CELLS, HEADS, H3_COLUMN, MODEL_COLUMN, MODELS, PATCHES, PREDICTIONS
+from geolink_store.constants import CELLS, H3_COLUMN, HEADS, MODEL_COLUMN, MODELS, PATCHES, PREDICTIONS
 
 HEAD_COLUMN = "head_id"
 PARENT_COLUMN = "parent"
@@ -24,7 +24,7 @@ VECTOR_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 """The searchable vector columns of each table."""
 CELL_KEY: dict[str, str] = {CELLS: H3_COLUMN, PATCHES: PARENT_COLUMN}
-"""The column tying a row to the cell it was encoded for: re-encoding a cell replaces the rows with that value."""
+"""The column tying a row to the cell it was encoded for: re-encoding a cell replaces its rows."""
 
 
 def parent_resolutions(res: int) -> range:
@@ -118,11 +118,13 @@ PREDICTIONS_SCHEMA = pa.schema(
         pa.field(H3_COLUMN, pa.int64(), nullable=False),
         pa.field("label", pa.string(), nullable=False),
         pa.field("score", pa.float32(), nullable=False),  # the probability of the label
-        pa.field("probabilities", pa.list_(pa.float32()), nullable=False),  # one per class, in the head's order
+        pa.field(
+            "probabilities", pa.list_(pa.float32()), nullable=False
+        ),  # one per class, in the head's order
         pa.field(MODEL_COLUMN, pa.string(), nullable=False),
     ]
 )
-"""One row per head and cell (or patch). ``probabilities`` has no fixed width: heads of any class count share it."""
+"""One row per head and cell (or patch); ``probabilities`` has no fixed width: any number of classes fits."""
 
 DECLARED_SCHEMAS: dict[str, pa.Schema] = {
     MODELS: MODELS_SCHEMA,

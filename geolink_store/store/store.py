@@ -1,15 +1,16 @@
 """The LanceDB store: one directory (or object-store prefix) per store, one Lance table per kind of row.
 
 Tables (see :mod:`geolink_store.store.schema` and docs/design.md): ``cells`` (one row per H3 cell and model),
-``patches`` (one row per fine H3 cell and model), ``models`` (one row per model), ``heads`` (trained heads) and
-``predictions`` (one row per head and cell), the last two written by ``geolink_store.heads.from_store``.
+``patches`` (one row per fine H3 cell and model), ``models`` (one row per model), ``heads`` (trained heads)
+and ``predictions`` (one row per head and cell), the last two written by ``geolink_store.heads.from_store``.
 
 Every :meth:`Store.upsert` is one LanceDB ``merge_insert`` per batch, keyed on
-:data:`~geolink_store.store.schema.TABLE_KEYS`: a batch is one Lance commit that lands whole or not at all, and
-re-writing a row replaces it. A killed writer therefore leaves whole batches behind; rerunning it (optionally
-skipping :meth:`Store.existing_cells`) ends with exactly the rows of an uninterrupted run. The second write path,
-for distributed writers, stages fragments and commits each table once (:meth:`Store.write_fragments`,
-:meth:`Store.commit_fragments`, :meth:`Store.journal`). Vector indexes: :mod:`geolink_store.store.indexes`.
+:data:`~geolink_store.store.schema.TABLE_KEYS`: a batch is one Lance commit that lands whole or not at all,
+and re-writing a row replaces it. A killed writer therefore leaves whole batches behind; rerunning it
+(optionally skipping :meth:`Store.existing_cells`) ends with exactly the rows of an uninterrupted run. The
+second write path, for distributed writers, stages fragments and commits each table once
+(:meth:`Store.write_fragments`, :meth:`Store.commit_fragments`, :meth:`Store.journal`). Vector indexes:
+:mod:`geolink_store.store.indexes`.
 """
 
 from __future__ import annotations
@@ -48,10 +49,10 @@ class UpsertResult:
 class Store:
     """A geolink store: a LanceDB database holding the ``cells``, ``patches``, ``models``... tables.
 
-    The store is a local directory or an object-store URI (``s3://bucket/prefix``, ``gs://``, ``az://``); for the
-    latter, credentials and endpoint come from the environment as LanceDB reads them (``AWS_ACCESS_KEY_ID``,
-    ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``, ``AWS_ENDPOINT``...). A Store pickles as its location, so that
-    workers of a cluster reopen it.
+    The store is a local directory or an object-store URI (``s3://bucket/prefix``, ``gs://``, ``az://``); for
+    the latter, credentials and endpoint come from the environment as LanceDB reads them
+    (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``, ``AWS_ENDPOINT``...). A Store pickles
+    as its location, so that workers of a cluster reopen it.
     """
 
     def __init__(self, location: str | Path, db: lancedb.DBConnection) -> None:
@@ -75,7 +76,9 @@ class Store:
             InputError: the store is on object storage.
         """
         if self.remote:
-            raise InputError(f"store {self.location} is on object storage; this needs a local store directory")
+            raise InputError(
+                f"store {self.location} is on object storage; this needs a local store directory"
+            )
         return Path(self.location)
 
     @property
@@ -222,7 +225,9 @@ class Store:
         """
         return write_fragments(self.table_uri(table), data, self.table(table).schema)
 
-    def commit_fragments(self, table: str, fragments: list[str], *, model_id: str, replace: np.ndarray) -> None:
+    def commit_fragments(
+        self, table: str, fragments: list[str], *, model_id: str, replace: np.ndarray
+    ) -> None:
         """Commit fragments from :meth:`write_fragments` in one transaction, then refresh the indexes.
 
         The same commit drops the rows of ``model_id`` that the new rows replace: those of the cells in
@@ -268,7 +273,8 @@ class Store:
         """``model_id`` if it has rows in ``table``; if None, the table's only model.
 
         Raises:
-            StoreError: the model has no rows, or none was named and the table is empty or holds several models.
+            StoreError: the model has no rows, or none was named and the table is empty or holds several
+            models.
         """
         if model_id is not None and self._has_rows(table, model_filter(model_id)):
             return model_id
@@ -302,7 +308,9 @@ class Store:
             target = self.table(name)
             tables[name] = {
                 "rows": target.count_rows(),
-                "models": self.model_ids(name) if MODEL_COLUMN in target.schema.names and name != MODELS else [],
+                "models": self.model_ids(name)
+                if MODEL_COLUMN in target.schema.names and name != MODELS
+                else [],
                 "vectors": {
                     field.name: field.type.list_size
                     for field in target.schema

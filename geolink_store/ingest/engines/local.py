@@ -1,8 +1,8 @@
 """The local engine: an ingest in this process, each batch committed as soon as it is encoded.
 
-Every batch is written as atomic upserts (patches first, then cells); a cell counts as done once its ``cells`` row
-exists, so an ingest killed at any moment and run again skips finished cells and rewrites the rest, ending with
-exactly the rows of an uninterrupted run.
+Every batch is written as atomic upserts (patches first, then cells); a cell counts as done once its ``cells``
+row exists, so an ingest killed at any moment and run again skips finished cells and rewrites the rest, ending
+with exactly the rows of an uninterrupted run.
 """
 
 from __future__ import annotations
