@@ -1,12 +1,13 @@
-"""The README's main job:
+"""The README's main job.
 
-ingest the bundled Kampala sample with the default model, search it, query it, draw it.
+Ingest the bundled Kampala sample with the default model, search it, query it, draw it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 import geopandas as gpd
@@ -24,13 +25,18 @@ from geolink_store.ingest import IngestSettings, ingest
 from geolink_store.query.maps import results_map
 from geolink_store.query.search import search
 from geolink_store.query.sql import run_sql
-from geolink_store.sample import kampala_sample
+from geolink_store.sample import SampleRegion, kampala_sample
 from geolink_store.sources.mosaic import open_imagery
 from geolink_store.store.store import Store
 
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.axes import Axes
+
 ROLLUP_SQL = """
 SELECT lower(hex(h3_r10)) AS parent_r10, count(*) AS cells, sum(n_polygon) AS building_parts,
-       round(avg(list_cosine_similarity(fused, (SELECT fused FROM cells WHERE h3 = {query}))), 3) AS mean_similarity
+       round(avg(list_cosine_similarity(fused, (SELECT fused FROM cells WHERE h3 = {query}))), 3)
+           AS mean_similarity
 FROM cells GROUP BY h3_r10 ORDER BY mean_similarity DESC
 """
 
@@ -81,9 +87,10 @@ def run_demo(out: Path, progress: Callable[[int], Callable[[int], None]]) -> Non
     )
 
 
-def draw_similarity(cells, query: int, sample, path: Path) -> None:
-    """Every cell coloured by cosine similarity of its fused vector to ``query``, over the imagery and
-    buildings.
+def draw_similarity(cells: pd.DataFrame, query: int, sample: SampleRegion, path: Path) -> None:
+    """Draw every cell coloured by cosine similarity of its fused vector to ``query``.
+
+    The cells are drawn over the sample's imagery and buildings.
     """
     fused = np.stack(cells["fused"].to_numpy())
     fused /= np.linalg.norm(fused, axis=1, keepdims=True)
@@ -123,7 +130,7 @@ def draw_similarity(cells, query: int, sample, path: Path) -> None:
     plt.close(figure)
 
 
-def _imagery_background(ax, sample, bounds: tuple[float, float, float, float]) -> None:
+def _imagery_background(ax: Axes, sample: SampleRegion, bounds: tuple[float, float, float, float]) -> None:
     """The sample imagery resampled onto a lon/lat grid covering ``bounds``."""
     spec = ChipSpec(cell=0, crs=CRS.from_epsg(4326), bounds=bounds, size=512)
     chip = open_imagery(sample.imagery).read(spec)
