@@ -2,12 +2,13 @@
 
 Run: ./venv-run python bench/bench_graph.py [--repeats 3] [--baseline-chips 4]
 
-Every H3 cell at resolutions 9 and 10 over the extract gets its chip (``chips.chip_for_cell`` in the local UTM zone;
-the entities are reprojected once, into an ``OSMIndex``). ``GraphBuilder`` runs with the default MiniLM text encoder
-and a fresh on-disk tag cache: the first pass embeds every tag (cold), the timed passes find them cached (warm).
-The baseline, in the same run on ``--baseline-chips`` chips spread evenly over the list, does what the official
-OSM2Graph does: clip each geometry in a Python loop and test every pair of nodes with ``relate`` (O(n^2) Python
-calls). It must find the same edges as the builder; the script checks that before reporting the ratio.
+Every H3 cell at resolutions 9 and 10 over the extract gets its chip (``chips.chip_for_cell`` in the local UTM
+zone; the entities are reprojected once, into an ``OSMIndex``). ``GraphBuilder`` runs with the default MiniLM
+text encoder and a fresh on-disk tag cache: the first pass embeds every tag (cold), the timed passes find them
+cached (warm). The baseline, in the same run on ``--baseline-chips`` chips spread evenly over the list, does
+what the official OSM2Graph does: clip each geometry in a Python loop and test every pair of nodes with
+``relate`` (O(n^2) Python calls). It must find the same edges as the builder; the script checks that before
+reporting the ratio.
 """
 
 from __future__ import annotations
@@ -86,7 +87,8 @@ def main() -> None:
         f"{'+edge_attr':>10} {'baseline':>9} {'ratio':>7}"
     )
     print(
-        "(baseline and ratio: on --baseline-chips chips spread over the list, builder warm vs naive on the same)"
+        "(baseline and ratio: on --baseline-chips chips spread over the list, "
+        "builder warm vs naive on the same)"
     )
     with tempfile.TemporaryDirectory() as cache:
         for res in (9, 10):

@@ -1,8 +1,9 @@
-"""Training a head straight from the store: read N stored vectors, join labels, split spatially, train, evaluate.
+"""Training a head straight from the store: read N stored vectors, join labels, split spatially, train,
+evaluate.
 
-Run: ./venv-run python bench/bench_heads.py [--rows 100000] [--dim 256]
-Target on the 2-core machine: <= 10 s for 100k vectors and a linear probe. Baseline in the same run: reading the
-same vectors out of the store alone (the floor any head pays).
+Run: ./venv-run python bench/bench_heads.py [--rows 100000] [--dim 256] Target on the 2-core machine: <= 10 s
+for 100k vectors and a linear probe. Baseline in the same run: reading the same vectors out of the store alone
+(the floor any head pays).
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ def main() -> None:
             print(
                 f"{kind:<6} {args.rows} vectors x {args.dim}: {seconds:5.2f} s end to end "
                 f"({seconds / read_only:4.1f}x the read-only baseline of {read_only:.2f} s), "
-                f"test macro-F1 {trained.metrics['macro_f1']:.3f}, majority {trained.metrics['majority_baseline']['macro_f1']:.3f}"
+                f"test macro-F1 {trained.metrics['macro_f1']:.3f}, "
+                f"majority {trained.metrics['majority_baseline']['macro_f1']:.3f}"
             )
 
 

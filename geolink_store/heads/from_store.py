@@ -190,7 +190,8 @@ def predict_from_store(store: Store, head_id: str, model_id: str | None = None) 
     row, head = load_head(store, head_id)
     if model_id is not None and model_id != row[MODEL_COLUMN]:
         raise GeolinkError(
-            f"head {head_id} was trained on model {row[MODEL_COLUMN]}'s vectors and cannot read model {model_id}'s"
+            f"head {head_id} was trained on model {row[MODEL_COLUMN]}'s vectors "
+            f"and cannot read model {model_id}'s"
         )
     store.default_model(row[MODEL_COLUMN], row["table"])
     cells, vectors = stored_vectors(store, row["table"], row[MODEL_COLUMN], row["modality"])

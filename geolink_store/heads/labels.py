@@ -1,6 +1,6 @@
-"""User labels joined to H3 cells:
+"""User labels joined to H3 cells.
 
-points to their cell, polygons to the cells they cover, CSV of ``h3,label``, and label rasters (a class per
+Points to their cell, polygons to the cells they cover, CSV of ``h3,label``, and label rasters (a class per
 pixel) to fine cells by pixel majority.
 """
 
@@ -24,7 +24,7 @@ from geolink_store.grid import as_cells, cell_geometries, hex_id, points_to_cell
 
 @dataclass(frozen=True)
 class CellLabels:
-    """One label per cell:
+    """One label per cell.
 
     ``cells`` (int64 H3) and ``labels`` (str), plus how many inputs were dropped and why.
     """
@@ -61,7 +61,8 @@ def _from_csv(path: Path, label_column: str, res: int) -> CellLabels:
     wrong = [int(c) for c in cells if resolution(c) != res]
     if wrong:
         raise GeolinkError(
-            f"{path.name}: {len(wrong)} cells are not at the store's resolution {res} (e.g. {hex_id(wrong[0])})"
+            f"{path.name}: {len(wrong)} cells are not at the store's resolution {res} "
+            f"(e.g. {hex_id(wrong[0])})"
         )
     votes = pd.DataFrame({"h3": cells, "label": table[label_column].to_numpy(), "weight": 1.0})
     return _resolve(votes, {"missing label or h3": int(len(pd.read_csv(path)) - len(table))})
@@ -102,8 +103,9 @@ def _from_vector(path: Path, label_column: str, res: int, min_share: float) -> C
 
 
 def _polygon_votes(polygons: gpd.GeoDataFrame, label_column: str, res: int, min_share: float) -> pd.DataFrame:
-    """(h3, label, covered share) for every cell a polygon covers by at least ``min_share`` of the cell's
-    area.
+    """(h3, label, covered share) for every cell a polygon covers enough of.
+
+    A polygon must cover at least ``min_share`` of the cell's area.
     """
     rows = []
     for geometry, label in zip(polygons.geometry, polygons[label_column].astype(str), strict=True):
@@ -126,8 +128,9 @@ def _polygon_votes(polygons: gpd.GeoDataFrame, label_column: str, res: int, min_
 
 
 def coverage_share(cells: np.ndarray, polygons: gpd.GeoDataFrame) -> np.ndarray:
-    """The share (0-1) of each cell's area covered by the union of ``polygons`` (any CRS), in a local UTM
-    frame.
+    """The share (0-1) of each cell's area covered by the union of ``polygons`` (any CRS).
+
+    Areas are measured in a local UTM frame.
 
     Useful to derive presence labels (e.g. a cell is built-up when OSM buildings cover >= 25 % of it).
     """
@@ -151,8 +154,9 @@ def _resolve(votes: pd.DataFrame, dropped: dict[str, int]) -> CellLabels:
 
 
 def raster_labels(path: str | Path, fine_cells: np.ndarray, ignore: tuple[int, ...] = (0, 255)) -> CellLabels:
-    """The majority class of a label raster's pixels inside each fine cell (pixels of ``ignore`` classes
-    skipped).
+    """The majority class of a label raster's pixels inside each fine cell.
+
+    Pixels of ``ignore`` classes are skipped.
     """
     path = Path(path)
     try:

@@ -25,6 +25,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def main() -> None:
+    """Cut the sample out of the shared Kampala tiles and labels."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("source", type=Path, help="the kampala_oam folder")
     args = parser.parse_args()

@@ -1,4 +1,5 @@
-"""Heads trained straight from a real store (the bundled Kampala sample) and the ``geolink heads`` commands."""
+"""Heads trained straight from a real store (the bundled Kampala sample) and the ``geolink heads``
+commands."""
 
 from __future__ import annotations
 
@@ -127,7 +128,8 @@ def test_cli_train_compare_predict(sample_store_copy: Path, presence_csv: Path, 
 
 
 def test_label_raster_trains_a_segmentation_head_on_patches(sample_store_copy: Path, tmp_path: Path) -> None:
-    """A class-per-pixel GeoTIFF (OSM buildings rasterised at ~0.5 m: 1 building, 2 ground) labels the fine patches."""
+    """A class-per-pixel GeoTIFF (OSM buildings rasterised at ~0.5 m: 1 building, 2 ground) labels the fine
+    patches."""
     import rasterio
     from rasterio.features import rasterize
     from rasterio.transform import from_bounds

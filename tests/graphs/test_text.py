@@ -13,7 +13,8 @@ from geolink_store.sources.tags import normalise_tags
 
 
 class HashEncoder:
-    """A deterministic text model stand-in: each string hashes to a fixed vector. Counts what it is asked to embed."""
+    """A deterministic text model stand-in: each string hashes to a fixed vector. Counts what it is asked to
+    embed."""
 
     def __init__(self, dim: int = 8, name: str = "hash-8") -> None:
         self.dim, self.name, self.calls = dim, name, []
@@ -108,9 +109,16 @@ def test_clip_encoder_matches_the_official_per_string_mean(tmp_path) -> None:
         vocab.update({c + suffix: len(vocab) + i for i, c in enumerate(alphabet)})
     transformers.CLIPTokenizer(vocab=vocab, merges=[]).save_pretrained(tmp_path)
     config = transformers.CLIPTextConfig(
-        vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-        max_position_embeddings=77, bos_token_id=0, eos_token_id=1, pad_token_id=1,
-    )  # fmt: skip
+        vocab_size=len(vocab),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=77,
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=1,
+    )
     torch.manual_seed(0)
     transformers.CLIPTextModel(config).save_pretrained(tmp_path)
 

@@ -1,5 +1,5 @@
-"""A corpus of bad input for every ``geolink`` command: each case fails with one ``error:`` line and no traceback,
-and leaves an existing store's content exactly as it was.
+"""A corpus of bad input for every ``geolink`` command: each case fails with one ``error:`` line and no
+traceback, and leaves an existing store's content exactly as it was.
 
 The store is the bundled real Kampala sample ingested once per module; bad rasters, regions, OSM files,
 checkpoints and label files are written small in each test's tmp_path.
@@ -32,7 +32,8 @@ from geolink_store.store.schema import TABLE_KEYS
 SAMPLE = kampala_sample()
 WORLD_TIMEOUT_S = 60
 PROGRESS_BAR = re.compile(r"encoding:\s+\d+%\|[^\]]*\]|\x1b\[A")
-"""tqdm's bar on stderr; the cases ignore it (test_error_is_on_its_own_line checks the error is not glued to it)."""
+"""tqdm's bar on stderr; the cases ignore it (test_error_is_on_its_own_line checks the error is not glued to
+it)."""
 
 
 class Payload:
@@ -248,8 +249,8 @@ def test_truncated_pbf(tmp_path: Path, cells: list[int]) -> None:
 
 
 def test_osm_geojson_without_tags(tmp_path: Path, cells: list[int]) -> None:
-    """Features with no properties: ingest still encodes every cell; the one cell holding the untagged point is
-    counted as having OSM (an untagged node), the others not, and every vector is finite."""
+    """Features with no properties: ingest still encodes every cell; the one cell holding the untagged point
+    is counted as having OSM (an untagged node), the others not, and every vector is finite."""
     lon, lat = (float(v) for v in h3.cell_to_latlng(h3.int_to_str(cells[31]))[::-1])
     features = [
         {"type": "Feature", "properties": None, "geometry": {"type": "Point", "coordinates": [lon, lat]}}
@@ -289,7 +290,8 @@ def test_failed_ingest_leaves_models_table_alone(db: Path, tmp_path: Path) -> No
 
 
 def _ingest_in_subprocess(region: str, db: Path) -> subprocess.CompletedProcess:
-    """Run ``geolink ingest`` of ``region`` at res 12 in a child capped at 12 GiB and WORLD_TIMEOUT_S seconds."""
+    """Run ``geolink ingest`` of ``region`` at res 12 in a child capped at 12 GiB and WORLD_TIMEOUT_S
+    seconds."""
     code = (
         "import sys; from click.testing import CliRunner; from geolink_store.cli import main; "
         "r = CliRunner().invoke(main, sys.argv[1:]); sys.stderr.write(r.stderr); "

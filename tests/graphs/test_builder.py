@@ -1,4 +1,5 @@
-"""GraphBuilder: node and edge structure on the official examples and hand-built chips, positions, tag features."""
+"""GraphBuilder: node and edge structure on the official examples and hand-built chips, positions, tag
+features."""
 
 from __future__ import annotations
 
@@ -23,17 +24,38 @@ from model.osm import EDGE_TYPES, NODE_TYPES, POINTS_PER_NODE
 EXAMPLES = "geolink_example/osm2graph_example"
 CHIP = (0.0, 0.0, 10.0, 10.0)
 
-# Node counts and edge counts of the official graphs of the 5 examples (geolink-method.md, "Suggested CPU test plan").
+# Node and edge counts of the official graphs of the 5 examples (geolink-method.md, CPU test plan).
 OFFICIAL = {
     "a1085095888_S2_20": ((10, 0, 0), {("polygon", "polygon"): 18}),
-    "a472140250_FI_21": ((8, 9, 1), {("polygon", "polygon"): 28, ("line", "line"): 19, ("line", "polygon"): 23,
-                                     ("point", "point"): 1, ("point", "polygon"): 2}),
-    "a702502933_US_21": ((36, 6, 9), {("polygon", "polygon"): 134, ("line", "line"): 18, ("line", "polygon"): 8,
-                                      ("point", "point"): 45, ("point", "polygon"): 18}),
-    "n4503852781_DE_": ((15, 1, 4), {("polygon", "polygon"): 51, ("line", "line"): 1, ("point", "point"): 14,
-                                     ("point", "polygon"): 2}),
-    "w221548378_US_21": ((12, 7, 0), {("polygon", "polygon"): 28, ("line", "line"): 15, ("line", "polygon"): 11}),
-}  # fmt: skip
+    "a472140250_FI_21": (
+        (8, 9, 1),
+        {
+            ("polygon", "polygon"): 28,
+            ("line", "line"): 19,
+            ("line", "polygon"): 23,
+            ("point", "point"): 1,
+            ("point", "polygon"): 2,
+        },
+    ),
+    "a702502933_US_21": (
+        (36, 6, 9),
+        {
+            ("polygon", "polygon"): 134,
+            ("line", "line"): 18,
+            ("line", "polygon"): 8,
+            ("point", "point"): 45,
+            ("point", "polygon"): 18,
+        },
+    ),
+    "n4503852781_DE_": (
+        (15, 1, 4),
+        {("polygon", "polygon"): 51, ("line", "line"): 1, ("point", "point"): 14, ("point", "polygon"): 2},
+    ),
+    "w221548378_US_21": (
+        (12, 7, 0),
+        {("polygon", "polygon"): 28, ("line", "line"): 15, ("line", "polygon"): 11},
+    ),
+}
 
 
 def entities(*items: tuple[shapely.Geometry, object], crs: str | None = None) -> gpd.GeoDataFrame:
@@ -78,8 +100,17 @@ def test_relation_labels_agree_with_shapely_predicates(shared_data) -> None:
     for name in OFFICIAL:
         chip = read_example_folder(shared_data / EXAMPLES / name)
         geoms.extend(shapely.clip_by_rect(chip.entities.geometry.values, *chip.bbox))
-    geoms += [box(0, 0, 2, 2), box(0, 0, 2, 2), box(2, 0, 4, 2), box(1, 1, 3, 3), LineString([(-1, 1), (5, 1)]),
-              LineString([(0, 0), (2, 0)]), LineString([(1, -1), (1, 3)]), Point(1, 1), Point(0, 1)]  # fmt: skip
+    geoms += [
+        box(0, 0, 2, 2),
+        box(0, 0, 2, 2),
+        box(2, 0, 4, 2),
+        box(1, 1, 3, 3),
+        LineString([(-1, 1), (5, 1)]),
+        LineString([(0, 0), (2, 0)]),
+        LineString([(1, -1), (1, 3)]),
+        Point(1, 1),
+        Point(0, 1),
+    ]
     geoms = np.array([g for g in geoms if not g.is_empty], dtype=object)
     a, b = shapely.STRtree(geoms).query(geoms, predicate="intersects")
     got = classify_relations(shapely.relate(geoms[a], geoms[b]), shapely.get_dimensions(geoms[a]),
@@ -100,8 +131,9 @@ def test_relation_labels_agree_with_shapely_predicates(shared_data) -> None:
 
 
 def test_relations_on_a_hand_built_chip(builder) -> None:
-    """Shapely predicates, not the official DE-9IM regexes: identical polygons are `equals` (the official pattern
-    for `covers` catches them first), crossing lines are linked, and a point on an edge `touches` it."""
+    """Shapely predicates, not the official DE-9IM regexes: identical polygons are `equals` (the official
+    pattern for `covers` catches them first), crossing lines are linked, and a point on an edge `touches`
+    it."""
     graph = builder.build(
         entities(
             (box(1, 1, 4, 4), "building:yes"),
@@ -134,7 +166,8 @@ def test_relations_on_a_hand_built_chip(builder) -> None:
 
 @pytest.mark.parametrize("count", [2, 3, 4])
 def test_few_points_are_triangulated(builder, count) -> None:
-    """On purpose unlike the official (self-loops only up to 3 points): 2 or 3 points are linked like any others."""
+    """On purpose unlike the official (self-loops only up to 3 points): 2 or 3 points are linked like any
+    others."""
     points = [(Point(1 + i, 1 + (i * i) % 3), "amenity:bench") for i in range(count)]
     graph = builder.build(entities(*points), CHIP)
     pairs = edges(graph, "point", "point")
@@ -220,9 +253,14 @@ def test_tag_features_are_log_frequency_weighted_means(tmp_path) -> None:
         ),
         CHIP,
     )
-    embed = {t: v for t, v in zip(["building:building", "roof shape:flat", "name:Only unknown", "colour:red"],
-                                  encoder.encode(["building:building", "roof shape:flat", "name:Only unknown",
-                                                  "colour:red"]), strict=True)}  # fmt: skip
+    embed = {
+        t: v
+        for t, v in zip(
+            ["building:building", "roof shape:flat", "name:Only unknown", "colour:red"],
+            encoder.encode(["building:building", "roof shape:flat", "name:Only unknown", "colour:red"]),
+            strict=True,
+        )
+    }
     x = graph["point"].x.numpy()
     np.testing.assert_allclose(
         x[0], (2 * embed["building:building"] + embed["roof shape:flat"]) / 3, rtol=1e-6
