@@ -41,6 +41,11 @@ def _as_flags(message: str, command: click.Command) -> str:
     def flag(match: re.Match[str]) -> str:
         keyword = match.group(1)
         found = flags.get(keyword) or KEYWORD_FLAGS.get(keyword)
-        return f"{found} " if found else match.group(0)
+        if not found:
+            return match.group(0)
+        value_follows = match.end() < len(message) and (
+            message[match.end()].isalnum() or message[match.end()] in "'\""
+        )
+        return f"{found} " if value_follows else found
 
     return _KEYWORD.sub(flag, message)

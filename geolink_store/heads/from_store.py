@@ -134,7 +134,7 @@ def stored_vectors(
     """
     columns = ["image", "osm", "fused"] if modality == "concat" else [modality]
     if table == "patches" and "osm" in columns:
-        raise GeolinkError("patches hold image and fused vectors only: use --modality image or fused")
+        raise GeolinkError("patches hold image and fused vectors only: use modality=image or modality=fused")
     data = (
         store.table(table)
         .search()

@@ -44,7 +44,7 @@ def spatial_split(
     if unique.size < 2:
         raise GeolinkError(
             f"all {cells.size} labelled cells fall in one H3 block at resolution {block_res}: "
-            "label a larger area, lower --block-levels, or use --split random"
+            "label a larger area, lower block_levels=, or use split=random"
         )
     order = np.random.default_rng(seed).permutation(unique.size)
     test_blocks = np.zeros(unique.size, dtype=bool)

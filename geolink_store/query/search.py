@@ -100,7 +100,7 @@ def spatial_filter(
     that descend from ``parent``; None when neither is given.
     """
     if within is not None and parent is not None:
-        raise GeolinkError("give either --within or --parent, not both")
+        raise GeolinkError("give either within= or parent=, not both")
     if parent is not None:
         (cell,) = parse_cells(parent if isinstance(parent, str | int) else [parent])
         parent_res = grid.resolution(cell)
@@ -164,7 +164,7 @@ def search(
         GeolinkError: no or several query kinds, invalid or unstored cells, unknown modality, bad filters.
     """
     if sum(given is not None for given in (cells, lonlat, like_file)) != 1:
-        raise GeolinkError("give exactly one query: --cell, --lonlat or --like-file")
+        raise GeolinkError("give exactly one query: cells=, lonlat= or like_file=")
     if modality not in MODALITIES:
         raise GeolinkError(f"modality must be one of {', '.join(MODALITIES)}, got {modality!r}")
     if k < 1:
