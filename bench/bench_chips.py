@@ -31,6 +31,7 @@ from geolink_store.chips import chip_for_cell
 from geolink_store.constants import IMAGENET_MEAN, IMAGENET_STD
 from geolink_store.grid import region_cells
 from geolink_store.sources.mosaic import open_imagery
+from geolink_store.testing import bench_record
 
 NAIP = (
     Path(__file__).resolve().parents[2]
@@ -145,6 +146,7 @@ def main() -> None:
     print(f"{'whole scene (10x)':<28}{len(cells):>7}{rate:>10.1f}{peak:>22.1f}{rss:>16.1f}")
     print(f"{'naive whole-scene baseline':<28}{args.naive:>7}{naive_rate:>10.2f}")
     print(f"speed-up over the naive baseline: {rate / naive_rate:.0f}x")
+    bench_record("chips", "whole scene", chips_per_s=round(rate, 2), vs_naive=round(rate / naive_rate, 1))
 
 
 if __name__ == "__main__":

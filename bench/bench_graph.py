@@ -30,6 +30,7 @@ import torch
 from geolink_store.chips import ChipSpec, chip_for_cell, local_utm
 from geolink_store.graphs.builder import GraphBuilder
 from geolink_store.sources.osm import OSMIndex, read_osm
+from geolink_store.testing import bench_record
 from model.osm import EDGE_TYPES, NODE_TYPES
 
 _TYPE_OF_DIMENSION = {2: "polygon", 1: "line", 0: "point"}
@@ -115,6 +116,9 @@ def main() -> None:
             print(
                 f"{res:>3} {len(chips):>5} {nodes:>10.0f} {cold:>12.1f} {warm:>12.1f} {attrs:>10.1f} "
                 f"{baseline:>9.2f} {ours / baseline:>6.0f}x"
+            )
+            bench_record(
+                "graph", f"res {res}", warm_chips_per_s=round(warm, 2), vs_baseline=round(ours / baseline, 1)
             )
             print(
                 f"    text encoder calls: {builder.cache.encoded} tags embedded cold, "

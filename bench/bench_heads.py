@@ -18,7 +18,7 @@ import pandas as pd
 from geolink_store.grid import parents
 from geolink_store.heads.from_store import stored_vectors, train_from_store
 from geolink_store.store.store import Store
-from geolink_store.testing import cells_table, h3_grid
+from geolink_store.testing import bench_record, cells_table, h3_grid
 
 
 def main() -> None:
@@ -52,6 +52,13 @@ def main() -> None:
                 f"({seconds / read_only:4.1f}x the read-only baseline of {read_only:.2f} s), "
                 f"test macro-F1 {trained.metrics['macro_f1']:.3f}, "
                 f"majority {trained.metrics['majority_baseline']['macro_f1']:.3f}"
+            )
+            bench_record(
+                "heads",
+                kind,
+                rows=args.rows,
+                seconds=round(seconds, 3),
+                vs_read_only=round(seconds / read_only, 2),
             )
 
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from geolink_store.grid import region_cells
 from geolink_store.ingest.plan import partition_cells
+from geolink_store.testing import bench_record
 
 BASELINE_SAMPLE = 50
 
@@ -39,6 +40,9 @@ def main() -> None:
     print(
         f"{cells.size:,} cells in {len(partitions):,} partitions: {grouped:.2f} s; baseline (membership per "
         f"partition) {per_partition:.0f} s = {per_partition / grouped:.0f}x slower"
+    )
+    bench_record(
+        "partitions", f"{cells.size} cells", seconds=round(grouped, 3), baseline_s=round(per_partition, 1)
     )
 
 

@@ -20,6 +20,7 @@ import ray
 from geolink_store.ingest import IngestSettings, RayEngine, ingest
 from geolink_store.sample import kampala_sample
 from geolink_store.store import Store
+from geolink_store.testing import bench_record
 from model import GeoLink
 
 
@@ -69,6 +70,9 @@ def main() -> None:
         print(
             f"  {name:45s} {seconds:6.1f} s  {cells / seconds:5.1f} cells/s  "
             f"speed-up vs 1 worker {one / seconds:.2f}x"
+        )
+        bench_record(
+            "ray_ingest", name, cells_per_s=round(cells / seconds, 2), vs_one_worker=round(one / seconds, 3)
         )
 
 

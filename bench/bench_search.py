@@ -15,7 +15,7 @@ import numpy as np
 
 from geolink_store.query.search import nearest, search
 from geolink_store.store.store import Store
-from geolink_store.testing import cells_table, h3_grid
+from geolink_store.testing import bench_record, cells_table, h3_grid
 
 CHUNK = 100_000
 
@@ -65,6 +65,13 @@ def measure(rows: int, dim: int, queries: int) -> None:
             f"recall@10={np.mean(recalls):.3f} "
             f"numpy-exact p50={e50:.1f}ms (ratio {p50 / e50:.2f})",
             flush=True,
+        )
+        bench_record(
+            "search",
+            f"{rows} rows x {dim}",
+            p50_ms=round(p50, 2),
+            exact_numpy_p50_ms=round(e50, 2),
+            recall_at_10=round(float(np.mean(recalls)), 4),
         )
 
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from geolink_store.query.sql import SqlSession
 from geolink_store.store.store import Store
-from geolink_store.testing import cells_table, h3_grid
+from geolink_store.testing import bench_record, cells_table, h3_grid
 
 QUERIES = {
     "count+avg by h3_r6": "SELECT h3_r6, count(*) AS n, avg(lat) AS lat FROM cells GROUP BY h3_r6",
@@ -50,6 +50,7 @@ def main() -> None:
                 result = session.query(sql)
                 times.append(time.perf_counter() - began)
             print(f"{name}: {args.rows} rows -> {result.num_rows} groups, median {np.median(times):.3f}s")
+            bench_record("sql", name, rows=args.rows, median_s=round(float(np.median(times)), 4))
         began = time.perf_counter()
         arrow_rows.group_by("h3_r6").aggregate([("lat", "mean"), ("lat", "count")])
         print(

@@ -23,6 +23,7 @@ from geolink_store.heads.train import classification_metrics, train_head
 from geolink_store.ingest import IngestSettings, ingest
 from geolink_store.sources.mosaic import open_imagery
 from geolink_store.store.store import Store
+from geolink_store.testing import bench_record
 from model import GeoLink
 
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
@@ -55,6 +56,7 @@ def presence(name: str, imagery: Path, buildings: Path, res: int, work: Path) ->
             f"{modality:<8} {m['accuracy']:8.3f} {m['macro_f1']:8.3f} "
             f"{m['majority_baseline']['macro_f1']:8.3f} {m['train']:5d} {m['test']:5d}"
         )
+        bench_record("heads_quality", f"{name}:{modality}", macro_f1=round(m["macro_f1"], 4))
 
 
 def ufz_segmentation(folder: Path) -> None:
