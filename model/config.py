@@ -14,6 +14,10 @@ class GeoLinkConfig:
     """Architecture and pretraining settings; the defaults are the official GeoLink (ViT-L/16, CLIP tags).
 
     ``timm_kwargs`` go to ``timm.create_model`` (e.g. ``{"depth": 4}`` for a shallower ViT).
+    ``architecture`` may also be a timm CNN (e.g. ``tf_efficientnet_lite2``): its stride-16 feature map,
+    projected to ``token_dim`` channels by a 1x1 conv, gives the image tokens (``token_dim`` is unused for a
+    ViT). ``image_init`` names ImageNet weights loaded into the backbone at construction
+    (``model.pretrained.IMAGE_INITS``); a checkpoint's weights replace them, and loading one never needs them.
     ``multimodal=False`` builds the image encoder alone (the official unimodal release).
     ``type_attention=True`` attends over the OSM types present in a graph; ``False`` is the official plain
     sum, needed for official checkpoints.
@@ -23,6 +27,8 @@ class GeoLinkConfig:
 
     architecture: str = "vit_large_patch16_224"
     timm_kwargs: dict[str, Any] = field(default_factory=dict)
+    token_dim: int = 256
+    image_init: str | None = None
     multimodal: bool = True
     osm_in_chans: int = 512
     osm_embed_dim: int = 128
@@ -46,7 +52,14 @@ class GeoLinkConfig:
 
     def to_json(self) -> str:
         """Serialise to JSON (stored in the metadata of our safetensors weights)."""
-        return json.dumps(asdict(self), sort_keys=True)
+        values = asdict(self)
+        for (
+            name,
+            default,
+        ) in _LATER_FIELDS.items():  # keeps the ids of models made before these fields existed
+            if name in values and values[name] == default:
+                del values[name]
+        return json.dumps(values, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> GeoLinkConfig:
@@ -83,3 +96,11 @@ def json_kwargs(cls: type, text: str) -> dict[str, Any]:
         ]
         raise InputError(f"{cls.__name__}: {'; '.join(problems)}")
     return values
+
+
+_LATER_FIELDS = {"token_dim": 256, "image_init": None, "node_geometry": False, "count_readout": False}
+"""Fields added after the first release, left out of ``to_json`` at their default value.
+
+A model's id (``model.checkpoint.fingerprint``) hashes its config JSON, so omitting them keeps the ids, and the
+stores, of every model made before they existed.
+"""

@@ -27,6 +27,10 @@ from model.fusion import TwoWayFusionBlock
 from model.graphs import batch_graphs
 from model.osm import NODE_TYPES, OSMHeteroGAT, graph_layer_norm
 from model.pos_embed import grid_sincos, node_sincos
+from model.pretrained import load_image_init
+
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass
@@ -34,11 +38,13 @@ class EncodeOutput:
     """What ``GeoLink.encode`` returns (float32 tensors)."""
 
     image_layers: list[torch.Tensor]
-    """Raw outputs of the requested ViT blocks, each (B, 196, D), class token dropped."""
+    """Raw outputs of the requested ViT blocks, each (B, 196, D), class token dropped; for a CNN, the
+    requested feature stages flattened, each (B, H * W, C)."""
     image_tokens: torch.Tensor
     """(B, 196, D): the final patch tokens after the encoder norm (the image side of fine-grained vectors)."""
     image_global: torch.Tensor
-    """(B, D): mean of ``image_tokens``."""
+    """(B, G): mean of ``image_tokens`` (ViT, G = D); for a CNN, the global average pool of the backbone's
+    final feature map (G = ``GeoLink.global_dim``, e.g. 1280 for EfficientNet-Lite2)."""
     fused: torch.Tensor | None
     """(B, 196, F): the hybrid image+OSM patch embedding; None without graphs."""
     osm_region: torch.Tensor | None
@@ -70,38 +76,86 @@ class _Tokens:
 class GeoLink(nn.Module):
     """GeoLink (NeurIPS 2025): remote-sensing imagery and OpenStreetMap in one model.
 
+    The image backbone is a timm ViT (the official layout) or a timm CNN (a model without ``patch_embed``,
+    with ``feature_info``): its stride-16 feature map, through a 1x1 conv to ``config.token_dim`` channels,
+    gives the 14 x 14 image tokens, and the average pool of its final map the global image vector.
+
     Args:
         config: the architecture (``model.presets`` names the usual ones); default: the official ViT-L/16.
+        pretrained: load the ImageNet weights ``config.image_init`` names, if any (``from_checkpoint`` passes
+            False: the weights come from the file, and the weights package need not be installed).
     """
 
-    def __init__(self, config: GeoLinkConfig | None = None) -> None:
+    def __init__(self, config: GeoLinkConfig | None = None, pretrained: bool = True) -> None:
         super().__init__()
         self.config = config = config or GeoLinkConfig()
         self.img_encoder = timm.create_model(
             config.architecture, pretrained=False, num_classes=0, global_pool="", **config.timm_kwargs
         )
-        self.patch_embed = self.img_encoder.patch_embed
-        self.grid_size = self.patch_embed.grid_size[0]
-        dim = self.img_encoder.embed_dim
-
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
-        self.img_pos_embed = nn.Parameter(grid_sincos(dim, self.grid_size), requires_grad=False)
+        self.is_vit = hasattr(self.img_encoder, "patch_embed")
+        if self.is_vit:
+            self.patch_embed = self.img_encoder.patch_embed
+            self.grid_size = self.patch_embed.grid_size[0]
+            self.patch_size = self.patch_embed.patch_size[0]
+            self.img_size = tuple(self.patch_embed.img_size)
+            dim = self.img_encoder.embed_dim
+            self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+            self.img_pos_embed = nn.Parameter(grid_sincos(dim, self.grid_size), requires_grad=False)
+        else:
+            dim = self._build_cnn()
         self.img_norm = nn.LayerNorm(dim)
         if config.multimodal:
             self._build_multimodal(dim)
         self._init_weights()
         self._freeze_unused()
+        if config.image_init is not None and pretrained:
+            load_image_init(config.image_init, config.architecture, self.img_encoder)
+
+    def _build_cnn(self) -> int:
+        """The token projection and input conversion of a CNN backbone; return the token width.
+
+        The tokens come from the last feature stage at reduction 16 (a 14 x 14 grid at 224 px). A backbone
+        whose ``pretrained_cfg`` wants another mean/std than ImageNet's gets ImageNet-normalised input
+        converted inside the model (non-persistent buffers: checkpoints are unaffected).
+        """
+        info = getattr(self.img_encoder, "feature_info", None)
+        if not info or not hasattr(self.img_encoder, "forward_intermediates"):
+            raise InputError(
+                f"architecture {self.config.architecture!r}: neither a timm ViT (patch_embed) nor a timm CNN "
+                "with feature_info and forward_intermediates"
+            )
+        reductions = [stage["reduction"] for stage in info]
+        if 16 not in reductions:
+            raise InputError(
+                f"architecture {self.config.architecture!r} has no stride-16 feature stage ({reductions})"
+            )
+        self.token_stage = len(reductions) - 1 - reductions[::-1].index(16)
+        self.patch_size, self.img_size = 16, (224, 224)
+        self.grid_size = self.img_size[0] // self.patch_size
+        assert self.grid_size == 14
+        self.img_proj = nn.Conv2d(info[self.token_stage]["num_chs"], self.config.token_dim, kernel_size=1)
+        cfg = self.img_encoder.pretrained_cfg
+        mean, std = torch.tensor(cfg.get("mean", _IMAGENET_MEAN)), torch.tensor(cfg.get("std", _IMAGENET_STD))
+        mean_in, std_in = torch.tensor(_IMAGENET_MEAN), torch.tensor(_IMAGENET_STD)
+        self.convert_input = not (torch.allclose(mean, mean_in) and torch.allclose(std, std_in))
+        # x_rgb = x * std_in + mean_in, then (x_rgb - mean) / std
+        self.register_buffer("img_in_scale", (std_in / std).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("img_in_shift", ((mean_in - mean) / std).view(1, 3, 1, 1), persistent=False)
+        return self.config.token_dim
 
     def _build_multimodal(self, dim: int) -> None:
         """The OSM encoder, MAE decoder, region readout, fusion block and pretraining heads."""
         c = self.config
-        patch = self.patch_embed.patch_size[0]
+        patch = self.patch_size
         self.osm_encoder = OSMHeteroGAT(c.osm_in_chans, c.osm_embed_dim)
         self.osm_norm = nn.ModuleDict({t: pyg_nn.LayerNorm(c.osm_embed_dim) for t in NODE_TYPES})
 
         self.rec_img_pos_embed = nn.Parameter(grid_sincos(c.decoder_dim, self.grid_size), requires_grad=False)
         self.img_decoder_mlp = nn.Linear(dim, c.decoder_dim)
-        self.img_mask_token = nn.Parameter(torch.zeros(1, 1, c.decoder_dim))
+        if self.is_vit:
+            self.img_mask_token = nn.Parameter(torch.zeros(1, 1, c.decoder_dim))
+        else:  # SimMIM: masked patches take a learned value in the input space (see _cnn_masked_image)
+            self.img_pixel_mask = nn.Parameter(torch.zeros(1, 3, 1, 1))
         self.img_cross_modal_decoder = nn.ModuleList(
             Block(c.decoder_dim, c.decoder_heads, 4.0, qkv_bias=True, norm_layer=nn.LayerNorm)
             for _ in range(c.decoder_depth)
@@ -117,7 +171,7 @@ class GeoLink(nn.Module):
         )
         self.type_attention = nn.Linear(c.region_dim, 1)
         self.osm_graph_consistency_prj = nn.Linear(c.region_dim, c.contrast_dim)
-        self.img_consistency_prj = nn.Linear(dim, c.contrast_dim)
+        self.img_consistency_prj = nn.Linear(self.global_dim, c.contrast_dim)
 
         self.fusion_img_pos_embed = nn.Parameter(
             grid_sincos(c.fusion_dim, self.grid_size), requires_grad=False
@@ -135,15 +189,17 @@ class GeoLink(nn.Module):
         self.osm_node_pred = nn.Linear(c.fusion_dim, c.osm_in_chans)
 
     def _init_weights(self) -> None:
-        """MAE-style init: xavier patch embedding and linears, N(0, 0.02) tokens; the ViT keeps timm's."""
-        weight = self.patch_embed.proj.weight.data
-        nn.init.xavier_uniform_(weight.view(weight.size(0), -1))
-        nn.init.normal_(self.cls_token, std=0.02)
+        """MAE-style init: xavier patch embedding and linears, N(0, 0.02) tokens; backbones keep timm's."""
+        if self.is_vit:
+            weight = self.patch_embed.proj.weight.data
+            nn.init.xavier_uniform_(weight.view(weight.size(0), -1))
+            nn.init.normal_(self.cls_token, std=0.02)
         for name, module in self.named_children():
             if name != "img_encoder":
                 module.apply(_init_linear_and_norm)
-        if self.config.multimodal:
+        if self.config.multimodal and self.is_vit:
             nn.init.normal_(self.img_mask_token, std=0.02)
+        if self.config.multimodal:
             for token in self.osm_mask_token.values():
                 nn.init.normal_(token, std=0.02)
 
@@ -153,9 +209,10 @@ class GeoLink(nn.Module):
         These are timm's own class token, positions and norm (GeoLink replaces them) and, with the official
         plain sum over OSM types, the type attention.
         """
-        for name in ("cls_token", "pos_embed"):
-            getattr(self.img_encoder, name).requires_grad_(False)
-        self.img_encoder.norm.requires_grad_(False)
+        if self.is_vit:
+            for name in ("cls_token", "pos_embed"):
+                getattr(self.img_encoder, name).requires_grad_(False)
+            self.img_encoder.norm.requires_grad_(False)
         if self.config.multimodal:
             self.type_attention.requires_grad_(self.config.type_attention)
 
@@ -173,7 +230,7 @@ class GeoLink(nn.Module):
         """
         config, state = read_checkpoint(path, map_location)
         try:
-            model = cls(config)
+            model = cls(config, pretrained=False)
         except (RuntimeError, TypeError, ValueError) as error:
             raise CheckpointError(
                 f"{path}: cannot build {config.architecture} ({str(error).splitlines()[0]})"
@@ -214,13 +271,18 @@ class GeoLink(nn.Module):
 
     @property
     def embed_dim(self) -> int:
-        """Width of the image tokens."""
-        return self.img_encoder.embed_dim
+        """Width of the image tokens (``image_tokens``, the ``patches.image`` vectors)."""
+        return self.img_encoder.embed_dim if self.is_vit else self.config.token_dim
+
+    @property
+    def global_dim(self) -> int:
+        """Width of the global image vector (``image_global``, the ``cells.image`` vectors)."""
+        return self.img_encoder.embed_dim if self.is_vit else self.img_encoder.num_features
 
     @property
     def depth(self) -> int:
-        """Number of ViT blocks."""
-        return len(self.img_encoder.blocks)
+        """Number of ViT blocks, or of a CNN's feature stages (the valid ``layers`` of ``encode``)."""
+        return len(self.img_encoder.blocks) if self.is_vit else len(self.img_encoder.feature_info)
 
     # ------------------------------------------------------------------ inference
 
@@ -235,7 +297,8 @@ class GeoLink(nn.Module):
     ) -> EncodeOutput:
         """Encode ImageNet-normalised images (B, 3, 224, 224) and, optionally, one OSM graph per image.
 
-        ``layers`` are 0-based ViT block indices whose raw outputs are returned. Every OSM node takes part in
+        ``layers`` are 0-based ViT block indices whose raw outputs are returned (for a CNN: indices into its
+        timm feature stages, ``feature_info``, each returned flattened). Every OSM node takes part in
         the fusion unless ``max_fusion_nodes`` caps it; the cap keeps evenly spaced nodes (deterministic).
         ``dtype=torch.bfloat16`` runs under autocast. Results never depend on the other samples of the batch.
 
@@ -246,8 +309,9 @@ class GeoLink(nn.Module):
         self._check_images(images)
         bad = [i for i in layers if not 0 <= i < self.depth]
         if bad:
+            what = "a ViT with {} blocks" if self.is_vit else "a CNN with {} feature stages"
             raise InputError(
-                f"layers={list(layers)}: {bad} out of range for a ViT with {self.depth} blocks (0-based)"
+                f"layers={list(layers)}: {bad} out of range for {what.format(self.depth)} (0-based)"
             )
         if max_fusion_nodes is not None and max_fusion_nodes < 1:
             raise InputError(
@@ -259,12 +323,16 @@ class GeoLink(nn.Module):
         self.eval()
         try:
             with torch.autocast(images.device.type, dtype=dtype, enabled=dtype != torch.float32):
-                collected, final = self._image_blocks(self._image_sequence(images), set(layers))
-                normed = self.img_norm(final[:, 1:])
+                if self.is_vit:
+                    collected, final = self._image_blocks(self._image_sequence(images), set(layers))
+                    normed = self.img_norm(final[:, 1:])
+                    image_global = normed.mean(dim=1)
+                else:
+                    collected, normed, image_global = self._cnn_features(images, layers)
                 out = EncodeOutput(
                     image_layers=[t.float() for t in collected],
                     image_tokens=normed.float(),
-                    image_global=normed.mean(dim=1).float(),
+                    image_global=image_global.float(),
                     fused=None,
                     osm_region=None,
                     has_osm=None,
@@ -284,7 +352,7 @@ class GeoLink(nn.Module):
         Equal to ``encode(...).osm_region`` for the same graphs: the region readout never sees the image.
         """
         self._require_osm("it has no OSM encoder")
-        batch = batch_graphs(graphs).to(self.cls_token.device)
+        batch = batch_graphs(graphs).to(self.img_norm.weight.device)
         training = self.training
         self.eval()
         try:
@@ -310,8 +378,8 @@ class GeoLink(nn.Module):
         out.has_osm = ~tokens.padding.all(dim=1)
 
     def _check_images(self, images: torch.Tensor) -> None:
-        """Raise InputError unless ``images`` is (B, 3, H, W) at the ViT's input size."""
-        expected = (3, *self.patch_embed.img_size)
+        """Raise InputError unless ``images`` is (B, 3, H, W) at the backbone's input size."""
+        expected = (3, *self.img_size)
         if images.dim() != 4 or tuple(images.shape[1:]) != expected:
             raise InputError(
                 f"images must be (B, {', '.join(map(str, expected))}), got {tuple(images.shape)}"
@@ -353,6 +421,60 @@ class GeoLink(nn.Module):
             if i in layers:
                 collected.append(x[:, 1:])
         return collected, x
+
+    def _cnn_features(
+        self, images: torch.Tensor, layers: Sequence[int]
+    ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        """A CNN backbone on ImageNet-normalised ``images``.
+
+        Returns the feature stages in ``layers`` (sorted, each (B, H * W, C)), the normalised tokens
+        (B, 196, token_dim) and the global average pool of the final feature map (B, global_dim).
+        """
+        x = images * self.img_in_scale + self.img_in_shift if self.convert_input else images
+        wanted = sorted({self.token_stage, *layers})
+        final, maps = self.img_encoder.forward_intermediates(x, indices=wanted)
+        by_stage = dict(zip(wanted, maps, strict=True))
+        stage = by_stage[self.token_stage]
+        if tuple(stage.shape[-2:]) != (self.grid_size, self.grid_size):
+            raise InputError(
+                f"the stride-16 features are {tuple(stage.shape[-2:])}, expected a {self.grid_size} x "
+                f"{self.grid_size} grid"
+            )
+        tokens = self.img_proj(stage).flatten(2).transpose(1, 2)
+        collected = [by_stage[i].flatten(2).transpose(1, 2) for i in sorted(set(layers))]
+        return collected, self.img_norm(tokens), final.mean(dim=(2, 3))
+
+    def _cnn_masked_image(
+        self, images: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """SimMIM-style masked-image objective for a CNN backbone.
+
+        MAE drops the masked patches from the sequence, which a convolution cannot do (it needs the whole
+        grid, and dropping patches would leave holes its kernels read as black). SimMIM (Xie et al. 2022)
+        instead replaces the pixels of masked 16 x 16 patches with a learned value (three parameters, in the
+        model's ImageNet-normalised input space), runs the backbone on the whole masked image and predicts
+        the pixels of every patch from its token with a light decoder, scoring masked patches only. The
+        backbone sees ordinary full-size images, so ImageNet features and BatchNorm statistics stay
+        meaningful, and the existing MAE decoder (on all 196 tokens, no mask tokens) is reused.
+
+        Returns the kept patch indices (B, K), the pixel loss, the normalised tokens of the kept patches
+        (B, K, token_dim) and the global image vector (B, global_dim), both from the masked image.
+        """
+        b, g, p = images.size(0), self.grid_size, self.patch_size
+        keep, _, patch_mask = _random_patch_mask(
+            (b, g * g), self.config.img_mask_ratio, generator, images.device
+        )
+        pixels = patch_mask.view(b, 1, g, g).repeat_interleave(p, dim=2).repeat_interleave(p, dim=3)
+        pixels = pixels.to(images.dtype)
+        masked = images * (1 - pixels) + self.img_pixel_mask.to(images.dtype) * pixels
+        _, tokens, image_vector = self._cnn_features(masked, ())
+        y = self.img_decoder_mlp(tokens) + self.rec_img_pos_embed[:, 1:]
+        for block in self.img_cross_modal_decoder:
+            y = block(y)
+        prediction = self.img_decoder_pred(self.img_decoder_norm(y))
+        image_loss = self._pixel_loss(images, prediction, patch_mask)
+        visible = torch.gather(tokens, 1, keep.unsqueeze(-1).expand(-1, -1, tokens.size(-1)))
+        return keep, image_loss, visible, image_vector
 
     # ------------------------------------------------------------------ OSM path
 
@@ -462,7 +584,8 @@ class GeoLink(nn.Module):
     ) -> PretrainOutput:
         """The three GeoLink pretraining losses for a batch of images and their OSM graphs.
 
-        1. masked-image reconstruction (MAE, per-patch normalised pixels, masked patches only);
+        1. masked-image reconstruction (MAE, per-patch normalised pixels, masked patches only; SimMIM-style
+           for a CNN backbone, see ``_cnn_masked_image``; the contrastive loss then reads its global vector);
         2. image-region contrastive (symmetric InfoNCE between visible image tokens and the masked graph's
            region embedding), over the samples that have OSM;
         3. masked-node reconstruction: masked node tokens read the visible image tokens through the fusion
@@ -475,16 +598,20 @@ class GeoLink(nn.Module):
         generator = generator or _generator_from_global_rng(images.device)
         num_graphs = images.size(0)
 
-        tokens = self._image_sequence(images)
-        keep, restore, patch_mask = _random_patch_mask(
-            tokens.shape[:2], c.img_mask_ratio, generator, images.device
-        )
-        visible = torch.gather(tokens, 1, keep.unsqueeze(-1).expand(-1, -1, tokens.size(-1)))
-        _, final = self._image_blocks(visible, set())
-        latent = self.img_norm(final)
+        if self.is_vit:
+            tokens = self._image_sequence(images)
+            keep, restore, patch_mask = _random_patch_mask(
+                tokens.shape[:2], c.img_mask_ratio, generator, images.device
+            )
+            visible = torch.gather(tokens, 1, keep.unsqueeze(-1).expand(-1, -1, tokens.size(-1)))
+            _, final = self._image_blocks(visible, set())
+            latent = self.img_norm(final)
 
-        prediction = self._decode_pixels(latent, restore)
-        image_loss = self._pixel_loss(images, prediction, patch_mask)
+            prediction = self._decode_pixels(latent, restore)
+            image_loss = self._pixel_loss(images, prediction, patch_mask)
+            visible_tokens, image_vector = latent[:, 1:], latent[:, 1:].mean(dim=1)
+        else:
+            keep, image_loss, visible_tokens, image_vector = self._cnn_masked_image(images, generator)
 
         masked = _random_node_mask(batch, num_graphs, c.osm_mask_ratio, generator)
         x = {
@@ -494,7 +621,7 @@ class GeoLink(nn.Module):
         nodes = self._osm_nodes(x, batch, num_graphs)
         region, has_osm = self._region(nodes, batch, num_graphs)
         contrastive_loss = self._contrastive_loss(
-            self.img_consistency_prj(latent[:, 1:].mean(dim=1))[has_osm],
+            self.img_consistency_prj(image_vector)[has_osm],
             self.osm_graph_consistency_prj(region)[has_osm],
         )
 
@@ -503,11 +630,13 @@ class GeoLink(nn.Module):
         )
         fusion_pe = self.fusion_img_pos_embed[:, 1:].expand(num_graphs, -1, -1)
         visible_pe = torch.gather(fusion_pe, 1, keep.unsqueeze(-1).expand(-1, -1, fusion_pe.size(-1)))
-        _, osm_out = self._fuse(self.img_fusion_mlp(latent[:, 1:]), visible_pe, node_tokens)
+        _, osm_out = self._fuse(self.img_fusion_mlp(visible_tokens), visible_pe, node_tokens)
         targets = torch.cat([batch[t].x[masked[t]] for t in NODE_TYPES])[node_tokens.order]
         predicted = self.osm_node_pred(osm_out[~node_tokens.padding])
         node_loss = (
-            (predicted.float() - targets.float()).pow(2).mean() if targets.numel() else latent.new_zeros(())
+            (predicted.float() - targets.float()).pow(2).mean()
+            if targets.numel()
+            else visible_tokens.new_zeros(())
         )
 
         w = c.loss_weights
@@ -527,7 +656,7 @@ class GeoLink(nn.Module):
 
     def _pixel_loss(self, images: torch.Tensor, prediction: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Mean squared error over masked patches (targets normalised per patch when ``norm_pix_loss``)."""
-        p = self.patch_embed.patch_size[0]
+        p = self.patch_size
         b, ch, h, w = images.shape
         target = (
             images.reshape(b, ch, h // p, p, w // p, p).permute(0, 2, 4, 3, 5, 1).reshape(b, -1, p * p * ch)

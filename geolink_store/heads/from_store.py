@@ -169,14 +169,7 @@ def _join(labels: CellLabels, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
 def load_head(store: Store, head_id: str) -> tuple[dict, Head]:
     """A saved head's row (without weights) and the head itself."""
-    found = (
-        store.table("heads")
-        .search()
-        .where(f"head_id = {quote(head_id)}")
-        .limit(1)
-        .to_arrow()
-        .to_pylist()
-    )
+    found = store.table("heads").search().where(f"head_id = {quote(head_id)}").limit(1).to_arrow().to_pylist()
     if not found:
         raise GeolinkError(f"no head {head_id!r} in {store.location} (see `geolink heads list`)")
     row = found[0]

@@ -33,10 +33,10 @@ class Split:
 def spatial_split(
     cells: np.ndarray, test_fraction: float = 0.25, block_levels: int = 2, seed: int = 0
 ) -> Split:
-    """Assign whole blocks (the parent ``block_levels`` resolutions up) to train or test, about
-    ``test_fraction``.
+    """Assign whole blocks (the parent ``block_levels`` resolutions up) to train or test.
 
-    Blocks are shuffled with ``seed`` and taken for the test side until it holds the wanted share of rows.
+    About ``test_fraction`` of the rows go to test: blocks are shuffled with ``seed`` and taken for the test
+    side until it holds the wanted share of rows.
     """
     block_res = max(0, resolution(cells[0]) - block_levels)
     blocks = parents(cells, block_res)
@@ -171,8 +171,9 @@ def train_head(
 
 
 def classification_metrics(truth: np.ndarray, predicted: np.ndarray, classes: list[str]) -> dict:
-    """Accuracy, macro-F1, per-class F1 and IoU (and their mean, mIoU), with the majority-class baseline
-    beside them.
+    """Accuracy, macro-F1, per-class F1 and IoU (and their mean, mIoU).
+
+    The majority-class baseline's scores sit beside them.
     """
     scores = _scores(truth, predicted, len(classes))
     majority = np.bincount(truth, minlength=len(classes)).argmax() if truth.size else 0

@@ -159,7 +159,7 @@ class IngestPlan:
         widths = vector_widths(self.model)
         return {
             CELLS: cells_schema(widths["image"], widths["osm"], widths["fused"], self.settings.res),
-            PATCHES: patches_schema(widths["image"], widths["fused"]),
+            PATCHES: patches_schema(self.model.embed_dim, widths["fused"]),
         }
 
 
@@ -229,8 +229,11 @@ def plan_ingest(
 
 
 def vector_widths(model: GeoLink) -> dict[str, int]:
-    """The width of each ``cells`` vector column for ``model``."""
-    return {"image": model.embed_dim, "osm": model.config.region_dim, "fused": model.config.fusion_dim}
+    """The width of each ``cells`` vector column for ``model``.
+
+    ``image`` is the global image vector, for a CNN backbone wider than the image tokens (``patches.image``).
+    """
+    return {"image": model.global_dim, "osm": model.config.region_dim, "fused": model.config.fusion_dim}
 
 
 def _check_store_widths(store: Store, model: GeoLink) -> None:

@@ -16,8 +16,9 @@ QUERY_STYLE = {"color": "#d7191c", "weight": 3, "fillOpacity": 0.0}
 
 
 def results_map(results: gpd.GeoDataFrame, path: str | os.PathLike) -> folium.Map:
-    """Draw ``geolink_store.query.search.search`` results (and their ``attrs["query_cells"]``) into an HTML
-    file.
+    """Draw ``geolink_store.query.search.search`` results into an HTML file.
+
+    The query cells (``attrs["query_cells"]``) are drawn as well.
     """
     query = gpd.GeoDataFrame(
         {"h3": results.attrs.get("query_cells", [])},
@@ -55,9 +56,9 @@ def results_map(results: gpd.GeoDataFrame, path: str | os.PathLike) -> folium.Ma
 
 
 def predictions_map(predictions: pa.Table, path: str | os.PathLike) -> None:
-    """Draw a head's predictions (``h3``, ``label``, ``score``):
+    """Draw a head's predictions (``h3``, ``label``, ``score``).
 
-    a PNG (matplotlib) or an HTML map (folium).
+    The map is a PNG (matplotlib) or an HTML map (folium).
     """
     frame = gpd.GeoDataFrame(
         {

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import geopandas as gpd
 import numpy as np
@@ -28,6 +29,9 @@ from geolink_store.errors import GeolinkError
 from geolink_store.store import Store, parent_column
 from geolink_store.store._filters import quote
 from geolink_store.store.indexes import METRIC
+
+if TYPE_CHECKING:
+    from lancedb.table import Table
 
 RESULT_COLUMNS = [H3_COLUMN, "lon", "lat", "res", MODEL_COLUMN, "geometry", "_distance"]
 EXACT_MAX_ROWS = 20_000
@@ -62,10 +66,10 @@ def cell_at(lon: float, lat: float, res: int) -> int:
 
 
 def cells_of_features(path: str | os.PathLike, res: int) -> np.ndarray:
-    """The cells at ``res`` of each feature in a vector file:
+    """The cells at ``res`` of each feature in a vector file.
 
-    cells whose centre lies in a polygon, and the cell holding each point, line vertex or small polygon's
-    representative point.
+    These are the cells whose centre lies in a polygon, and the cell holding each point, line vertex or small
+    polygon's representative point.
     """
     try:
         frame = gpd.read_file(path)
@@ -96,8 +100,10 @@ def spatial_filter(
     parent: str | int | None,
     res: int,
 ) -> str | None:
-    """A Lance SQL filter keeping cells whose centre lies in ``within`` (``W,S,E,N`` or a vector file) or
-    that descend from ``parent``; None when neither is given.
+    """A Lance SQL filter keeping cells inside ``within`` or under ``parent``; None when neither is given.
+
+    ``within`` (``W,S,E,N`` or a vector file) keeps cells whose centre lies in it; ``parent`` keeps the cells
+    that descend from it.
     """
     if within is not None and parent is not None:
         raise GeolinkError("give either within= or parent=, not both")
@@ -205,7 +211,9 @@ def _ids(cells: np.ndarray) -> str:
     return ", ".join(str(int(cell)) for cell in cells)
 
 
-def _query_vector(table, cells: np.ndarray, modality: str, model_id: str, *, required: bool) -> np.ndarray:
+def _query_vector(
+    table: Table, cells: np.ndarray, modality: str, model_id: str, *, required: bool
+) -> np.ndarray:
     rows = (
         table.search()
         .where(f"{MODEL_COLUMN} = {quote(model_id)} AND {H3_COLUMN} IN ({_ids(cells)})")
@@ -231,7 +239,7 @@ def _query_vector(table, cells: np.ndarray, modality: str, model_id: str, *, req
 
 
 def nearest(
-    table,
+    table: Table,
     query: np.ndarray,
     modality: str,
     where: str | None,
@@ -241,8 +249,10 @@ def nearest(
     nprobes: int = NPROBES,
     refine_factor: int = REFINE_FACTOR,
 ) -> pa.Table:
-    """The ``k`` rows of a LanceDB table nearest to a vector, ``where`` applied as a prefilter (Arrow, with
-    ``_distance``); exact (flat) or through the ANN index with the given parameters.
+    """The ``k`` rows of a LanceDB table nearest to a vector (Arrow, with ``_distance``).
+
+    ``where`` is applied as a prefilter; the search is exact (flat) or goes through the ANN index with the
+    given parameters.
     """
     builder = table.search(query, vector_column_name=modality).metric(METRIC).select(RESULT_COLUMNS).limit(k)
     if where:

@@ -69,9 +69,9 @@ class ImagerySource:
         return shapely.union_all([source.footprint for source in self.sources])
 
     def chip_crs(self, lon: float, lat: float) -> CRS:
-        """The CRS for chips near (lon, lat):
+        """The CRS for chips near (lon, lat).
 
-        the first source's CRS if it is projected (and not Web Mercator), else the local UTM zone.
+        The first source's CRS if it is projected (and not Web Mercator), else the local UTM zone.
         """
         if self.crs.is_projected and self.crs.to_epsg() not in WEB_MERCATOR_EPSG:
             return self.crs

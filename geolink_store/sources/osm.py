@@ -1,6 +1,6 @@
-"""OSM sources -> entities:
+"""OSM sources -> entities.
 
-a GeoDataFrame of ``tags`` (dict of raw OSM key -> value) and ``geometry`` (EPSG:4326).
+Entities are a GeoDataFrame of ``tags`` (dict of raw OSM key -> value) and ``geometry`` (EPSG:4326).
 
 Readers: OSM PBF through pyrosm (every element carrying one of :data:`FEATURE_KEYS`, with all its tags),
 vector files through geopandas (GeoJSON, GPKG, GeoParquet, Shapefile, FlatGeobuf), and the official GeoLink
@@ -39,8 +39,9 @@ BBox = tuple[float, float, float, float]
 
 FEATURE_KEYS: tuple[str, ...] = (
     "aerialway", "aeroway", "amenity", "barrier", "building", "craft", "emergency", "geological", "golf",
-    "healthcare", "highway", "historic", "landuse", "leisure", "man_made", "military", "natural", "office", "place",
-    "power", "public_transport", "railway", "shop", "sport", "telecom", "tourism", "water", "waterway",
+    "healthcare", "highway", "historic", "landuse", "leisure", "man_made", "military", "natural", "office",
+    "place", "power", "public_transport", "railway", "shop", "sport", "telecom", "tourism", "water",
+    "waterway",
 )  # fmt: skip
 """OSM primary feature keys read from a PBF (buildings, roads, rails, land use, nature, water, POIs...).
 ``boundary`` and ``route`` are left out: their relations span whole regions and would sit in every chip."""
@@ -88,9 +89,9 @@ def read_osm(
 def iter_osm_pieces(
     path: str | os.PathLike, bbox_lonlat: BBox, piece_deg: float = 0.05, margin_deg: float = 0.01
 ) -> Iterator[tuple[BBox, gpd.GeoDataFrame]]:
-    """Read a large region piece by piece:
+    """Read a large region piece by piece.
 
-    for each ``piece_deg`` square of ``bbox_lonlat`` (row by row from the south-west), yield the piece and the
+    For each ``piece_deg`` square of ``bbox_lonlat`` (row by row from the south-west), yield the piece and the
     entities of the piece grown by ``margin_deg`` on each side.
 
     Process the chips whose centre lies in a piece with that piece's entities: a margin wider than half a chip
@@ -135,8 +136,9 @@ class OSMIndex:
         return len(self.entities)
 
     def query(self, bounds: BBox) -> gpd.GeoDataFrame:
-        """The entities intersecting ``bounds`` (west, south, east, north in the index CRS), in input
-        order.
+        """The entities intersecting ``bounds`` (west, south, east, north in the index CRS).
+
+        They come in input order.
         """
         hits = np.sort(self.tree.query(shapely.box(*bounds), predicate="intersects"))
         return self.entities.iloc[hits]
@@ -144,9 +146,9 @@ class OSMIndex:
 
 @dataclass(frozen=True)
 class ExampleChip:
-    """One official GeoLink OSM-to-graph example:
+    """One official GeoLink OSM-to-graph example.
 
-    its entities (EPSG:4326), lon/lat bbox and the rest of its meta.
+    Its entities (EPSG:4326), lon/lat bbox and the rest of its meta.
     """
 
     name: str
@@ -156,8 +158,10 @@ class ExampleChip:
 
 
 def read_example_folder(folder: str | os.PathLike) -> ExampleChip:
-    """Read an official example folder ``<name>/`` holding ``<name>_{polygon,line,point}.<vector>`` (any may
-    be missing: that chip simply has no such features) and ``<name>.pickle`` (a dict with ``bbox``).
+    """Read an official GeoLink example folder ``<name>/``.
+
+    The folder holds ``<name>_{polygon,line,point}.<vector>`` (any may be missing: that chip simply has no
+    such features) and ``<name>.pickle`` (a dict with ``bbox``).
 
     Raises:
         GeolinkError: the folder or its pickle is missing, or the pickle is unsafe or has no valid ``bbox``.
@@ -182,8 +186,10 @@ def read_example_folder(folder: str | os.PathLike) -> ExampleChip:
 
 
 def load_pickle_safely(data: bytes, source: str = "pickle") -> object:
-    """Unpickle untrusted ``data`` allowing only plain builtins (dict, list, tuple, str, numbers, sets) and
-    numpy numeric scalars (returned as Python numbers); any other class is refused.
+    """Unpickle untrusted ``data``, allowing only plain builtins and numpy numeric scalars.
+
+    The builtins are dict, list, tuple, str, numbers and sets; numpy numeric scalars are returned as Python
+    numbers; any other class is refused.
 
     Raises:
         GeolinkError: the data is not a pickle or names a class outside that list.

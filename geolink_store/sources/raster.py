@@ -149,8 +149,9 @@ class RasterSource:
         return np.broadcast_to(rgb, (3, spec.size, spec.size)), valid
 
     def _grid_in(self, crs: CRS) -> tuple[shapely.Geometry, float]:
-        """The raster's bounds and pixel size in another CRS (cached per CRS), to skip chips that miss it and
-        to choose the resampling kernel.
+        """The raster's bounds and pixel size in another CRS (cached per CRS).
+
+        They serve to skip chips that miss the raster and to choose the resampling kernel.
         """
         key = crs.srs
         if key not in self._grid_cache:

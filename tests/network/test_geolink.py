@@ -69,7 +69,15 @@ def test_public_names_resolve_and_the_error_tree_loads_without_torch() -> None:
 
 
 def test_presets() -> None:
-    assert PRESET_NAMES == ("vit_l16", "vit_b16", "vit_s16", "vit_ti16", "default", "test")
+    assert PRESET_NAMES == (
+        "vit_l16",
+        "vit_b16",
+        "vit_s16",
+        "vit_ti16",
+        "default",
+        "test",
+        "efficientnet_lite2",
+    )
     assert preset("vit_l16") == GeoLinkConfig()
     assert preset("default") == GeoLink.default().config
     config = preset("test")

@@ -6,6 +6,7 @@ Samples are the six real UFZ tiles of the official examples (images and official
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -210,3 +211,25 @@ def test_ddp_with_two_cpu_processes(shards, tmp_path, entry: str) -> None:
     assert saved["state"]["step"] == 2
     lines = (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 1 and json.loads(lines[0])["step"] == 2
+
+
+def test_pretraining_a_cnn_backbone_with_frozen_norms_and_a_slower_backbone(shards, tmp_path) -> None:
+    cnn = replace(preset("efficientnet_lite2"), osm_in_chans=TINY.osm_in_chans)
+    config = _config(
+        shards,
+        tmp_path / "cnn",
+        model=cnn,
+        steps=2,
+        batch_size=2,
+        freeze_backbone_norm=True,
+        backbone_lr_scale=0.1,
+    )
+    metrics = pretrain(config)
+    assert metrics["step"] == 2 and all(
+        math.isfinite(metrics[k]) for k in ("loss", "image_loss", "node_loss")
+    )
+    trained = GeoLink.from_checkpoint(tmp_path / "cnn" / "model.safetensors")
+    start = GeoLink(cnn)
+    stem = "img_encoder.bn1.running_mean"
+    assert torch.equal(trained.state_dict()[stem], start.state_dict()[stem])  # frozen running statistics
+    assert not torch.equal(trained.img_encoder.conv_stem.weight, start.img_encoder.conv_stem.weight)

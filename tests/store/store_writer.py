@@ -1,4 +1,4 @@
-"""Subprocess for tests/store/test_store.py: write 2,000 synthetic cells in batches of 100, resuming what exists.
+"""Subprocess for tests/store/test_store.py: write 2,000 synthetic cells in batches of 100, resuming.
 
 Usage: python store_writer.py STORE. Prints "batch N" after each committed batch.
 """
