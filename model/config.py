@@ -56,7 +56,7 @@ class GeoLinkConfig:
         for (
             name,
             default,
-        ) in _LATER_FIELDS.items():  # keeps the ids of models made before these fields existed
+        ) in _LATER_FIELDS.items():  # ids of older models unchanged
             if name in values and values[name] == default:
                 del values[name]
         return json.dumps(values, sort_keys=True)
@@ -101,6 +101,6 @@ def json_kwargs(cls: type, text: str) -> dict[str, Any]:
 _LATER_FIELDS = {"token_dim": 256, "image_init": None, "node_geometry": False, "count_readout": False}
 """Fields added after the first release, left out of ``to_json`` at their default value.
 
-A model's id (``model.checkpoint.fingerprint``) hashes its config JSON, so omitting them keeps the ids, and the
+A model's id (``model.checkpoint.fingerprint``) hashes its config JSON: omitting them keeps the ids, and the
 stores, of every model made before they existed.
 """
