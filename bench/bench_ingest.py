@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from geolink_store.ingest import IngestSettings, ingest
+from geolink_store.pipeline import IngestSettings, ingest
 from geolink_store.sample import kampala_sample
 from geolink_store.testing import bench_record
 from model import GeoLink

@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from geolink_store.grid import region_cells
-from geolink_store.ingest.plan import partition_cells
+from geolink_store.pipeline.plan import partition_cells
 from geolink_store.testing import bench_record
 
 BASELINE_SAMPLE = 50

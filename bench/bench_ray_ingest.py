@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import ray
 
-from geolink_store.ingest import IngestSettings, RayEngine, ingest
+from geolink_store.pipeline import IngestSettings, RayEngine, ingest
 from geolink_store.sample import kampala_sample
 from geolink_store.store import Store
 from geolink_store.testing import bench_record

@@ -20,7 +20,7 @@ from PIL import Image
 from geolink_store.heads.from_store import train_from_store
 from geolink_store.heads.labels import coverage_share
 from geolink_store.heads.train import classification_metrics, train_head
-from geolink_store.ingest import IngestSettings, ingest
+from geolink_store.pipeline import IngestSettings, ingest
 from geolink_store.sources.mosaic import open_imagery
 from geolink_store.store.store import Store
 from geolink_store.testing import bench_record

@@ -21,7 +21,7 @@ from pyproj import CRS
 from geolink_store.chips import ChipSpec
 from geolink_store.constants import WGS84
 from geolink_store.grid import cell_geometries
-from geolink_store.ingest import IngestSettings, ingest
+from geolink_store.pipeline import IngestSettings, ingest
 from geolink_store.query.maps import results_map
 from geolink_store.query.search import search
 from geolink_store.query.sql import run_sql

@@ -29,7 +29,7 @@ def shared_data() -> Path:
 def sample_store(tmp_path_factory) -> Path:
     """The bundled sample region ingested once with the default model, shared by every module: read it only
     (``sample_store_copy`` is the one to write to)."""
-    from geolink_store.ingest import IngestSettings, ingest
+    from geolink_store.pipeline import IngestSettings, ingest
     from geolink_store.sample import kampala_sample
 
     sample = kampala_sample()

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from geolink_store.heads.from_store import list_heads, train_from_store
-from geolink_store.ingest import IngestSettings, ingest
+from geolink_store.pipeline import IngestSettings, ingest
 from geolink_store.query.search import search
 from geolink_store.query.sql import run_sql
 from geolink_store.sample import kampala_sample
@@ -26,7 +26,7 @@ from geolink_store.store import Store
 SAMPLE = kampala_sample()
 INGEST = """
 import sys
-from geolink_store.ingest import IngestSettings, ingest
+from geolink_store.pipeline import IngestSettings, ingest
 from geolink_store.sample import kampala_sample
 s = kampala_sample()
 ingest(sys.argv[1], s.region, [str(s.imagery)], str(s.osm),

@@ -15,7 +15,7 @@ from geolink_store.cli.options import format_option
 if TYPE_CHECKING:
     from tqdm import tqdm
 
-    from geolink_store.ingest import IngestReport
+    from geolink_store.pipeline import IngestReport
 
 
 @contextmanager
@@ -154,7 +154,7 @@ def ingest_command(
     fmt: str,
 ) -> None:
     """Encode every cell of a region into the store: image, OSM and fused vectors per cell and per patch."""
-    from geolink_store.ingest import IngestSettings, ingest
+    from geolink_store.pipeline import IngestSettings, ingest
     from model import GeoLink
 
     settings = IngestSettings(
@@ -169,7 +169,7 @@ def ingest_command(
     model = GeoLink.from_checkpoint(checkpoint) if checkpoint else GeoLink.default()
     runner = None
     if engine == "ray":
-        from geolink_store.ingest import RayEngine
+        from geolink_store.pipeline import RayEngine
 
         runner = RayEngine(workers=workers, cpus_per_worker=cpus_per_worker, address=ray_address)
     with progress_bars() as progress:

@@ -13,7 +13,7 @@ from official_fixture import official_samples
 from torch import nn
 from torch_geometric.data import HeteroData
 
-from geolink_store.ingest.plan import vector_widths
+from geolink_store.pipeline.plan import vector_widths
 from model import NODE_TYPES, GeoLink, from_official_graph, preset
 from model.errors import InputError
 from model.pretrained import lite2_state_dict, load_image_init

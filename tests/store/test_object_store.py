@@ -22,7 +22,7 @@ import pytest
 from click.testing import CliRunner
 
 from geolink_store.cli import main
-from geolink_store.ingest import IngestSettings, ingest
+from geolink_store.pipeline import IngestSettings, ingest
 from geolink_store.query.search import search
 from geolink_store.query.sql import run_sql
 from geolink_store.sample import kampala_sample
@@ -109,7 +109,7 @@ def test_local_engine_search_sql_info_on_s3(bucket: str, s3_store: str, sample_s
 def test_ray_engine_on_s3(bucket: str, sample_store: Path) -> None:
     """The Ray engine starts its own 2-CPU local cluster; its workers get the driver's AWS_* settings."""
     pytest.importorskip("ray", reason="the Ray engine needs `pip install geolink-store[ray]`")
-    from geolink_store.ingest import RayEngine
+    from geolink_store.pipeline import RayEngine
 
     uri = f"{bucket}/ray-engine"
     report = ingest(uri, *ARGS, settings=SETTINGS, engine=RayEngine(workers=2))

@@ -14,7 +14,7 @@ import pytest
 from h3.api import basic_int as h3
 
 from geolink_store.errors import GeolinkError
-from geolink_store.ingest import IngestSettings, ingest
+from geolink_store.pipeline import IngestSettings, ingest
 from geolink_store.sample import kampala_sample
 from geolink_store.store import Store
 from model import GeoLink, GeoLinkConfig
@@ -78,7 +78,7 @@ def test_reingest_replaces_instead_of_duplicating(clean_store: Path, tmp_path: P
 
 WORKER = """
 import sys
-from geolink_store.ingest import IngestSettings, ingest
+from geolink_store.pipeline import IngestSettings, ingest
 from geolink_store.sample import kampala_sample
 s = kampala_sample()
 ingest(sys.argv[1], s.region, [str(s.imagery)], str(s.osm),

@@ -7,8 +7,8 @@ from collections.abc import Callable
 from typing import Protocol
 
 from geolink_store.graphs.builder import GraphBuilder
-from geolink_store.ingest.engines.local import LocalEngine
-from geolink_store.ingest.plan import IngestPlan, IngestReport, IngestSettings, Progress, plan_ingest
+from geolink_store.pipeline.engines.local import LocalEngine
+from geolink_store.pipeline.plan import IngestPlan, IngestReport, IngestSettings, Progress, plan_ingest
 from model import GeoLink
 
 
@@ -43,8 +43,8 @@ def ingest(
         model_name: its name in the ``models`` table.
         settings: see :class:`IngestSettings`.
         graph_builder: how OSM becomes graphs (default: :class:`~geolink_store.graphs.builder.GraphBuilder`).
-        engine: where the work runs: :class:`~geolink_store.ingest.engines.local.LocalEngine` (default, this
-            process) or :class:`~geolink_store.ingest.engines.ray.RayEngine` (a Ray cluster).
+        engine: where the work runs: :class:`~geolink_store.pipeline.engines.local.LocalEngine` (default, this
+            process) or :class:`~geolink_store.pipeline.engines.ray.RayEngine` (a Ray cluster).
         progress: ``progress(total)`` may return a callback that receives the number of cells finished as work
             completes.
     """

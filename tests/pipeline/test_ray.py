@@ -19,7 +19,7 @@ import pytest
 from click.testing import CliRunner
 
 from geolink_store.cli import main
-from geolink_store.ingest import IngestSettings, RayEngine, ingest
+from geolink_store.pipeline import IngestSettings, RayEngine, ingest
 from geolink_store.sample import kampala_sample
 from geolink_store.store import Store
 
@@ -137,7 +137,7 @@ def test_rerun_finds_everything_stored(cluster: str, sample_store: Path, tmp_pat
 
 DRIVER = """
 import sys
-from geolink_store.ingest import IngestSettings, RayEngine, ingest
+from geolink_store.pipeline import IngestSettings, RayEngine, ingest
 from geolink_store.sample import kampala_sample
 s = kampala_sample()
 ingest(sys.argv[1], s.region, [str(s.imagery)], str(s.osm), engine=RayEngine(workers=1, address=sys.argv[2]),

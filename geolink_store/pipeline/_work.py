@@ -20,7 +20,7 @@ from geolink_store.chips import Chip, ChipTally, chip_for_cell, read_chips, tran
 from geolink_store.constants import WGS84
 from geolink_store.graphs.builder import GraphBuilder
 from geolink_store.grid import parents
-from geolink_store.ingest.plan import IngestReport, IngestSettings, Partition, partition_osm, vector_widths
+from geolink_store.pipeline.plan import IngestReport, IngestSettings, Partition, partition_osm, vector_widths
 from geolink_store.sources.mosaic import ImagerySource
 from geolink_store.sources.osm import OSMIndex
 from geolink_store.store.rows import cell_rows, patch_rows

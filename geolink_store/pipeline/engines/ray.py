@@ -1,6 +1,6 @@
 """Bulk encoding on a Ray cluster: ``geolink ingest --engine ray``.
 
-The driver plans the ingest exactly as the local engine does (:func:`~geolink_store.ingest.plan.plan_ingest`),
+The driver plans the ingest exactly as the local engine does (:func:`~geolink_store.pipeline.plan_ingest`),
 then hands out partitions (cells grouped by a coarse H3 parent). On CPU clusters each worker actor reads the
 chips, builds the graphs and encodes its partition; on GPU clusters CPU tasks read chips and build graphs
 while GPU actors encode. Either way the worker writes the partition's rows as uncommitted Lance fragments
@@ -39,8 +39,8 @@ from geolink_store.chips import ChipTally
 from geolink_store.constants import CELLS, PATCHES
 from geolink_store.errors import GeolinkError, InputError
 from geolink_store.graphs.builder import GraphBuilder
-from geolink_store.ingest._work import Work, encode_work, partition_work
-from geolink_store.ingest.plan import (
+from geolink_store.pipeline._work import Work, encode_work, partition_work
+from geolink_store.pipeline.plan import (
     IngestPlan,
     IngestReport,
     IngestSettings,

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 from geolink_store.chips import ChipTally
 from geolink_store.constants import CELLS, PATCHES
-from geolink_store.ingest._work import ImageBatch, encode_work, partition_work
-from geolink_store.ingest.plan import IngestPlan, Progress
+from geolink_store.pipeline._work import ImageBatch, encode_work, partition_work
+from geolink_store.pipeline.plan import IngestPlan, Progress
 
 
 @dataclass(frozen=True)
