@@ -117,7 +117,7 @@ def image_vectors(model: GeoLink, images: torch.Tensor) -> np.ndarray:
 
 def osm_and_fused(model: GeoLink, region: Region) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The ``osm`` vectors (zeros without OSM), ``fused`` cell vectors and has-OSM flags of the cells."""
-    builder = GraphBuilder(geometry=getattr(model.config, "node_geometry", False))
+    builder = GraphBuilder()
     graphs = builder.build_many(list(zip(region.entities, region.specs, strict=True)))
     osm, fused, has = [], [], []
     for i in range(0, len(graphs), BATCH):
