@@ -22,6 +22,11 @@ class GeoLinkConfig:
     ``type_attention=True`` attends over the OSM types present in a graph; ``False`` is the official plain
     sum, needed for official checkpoints.
     ``shared_positions=False`` drops the shared sin-cos positions from the fusion block (an ablation).
+    ``node_geometry=True`` feeds the GAT ``cat(x, geo)`` per node (width ``osm_in_chans + 8``: the graphs'
+    geometry features, ``model.graphs.GEOMETRY_FEATURES``, built with ``GraphBuilder(geometry=True)``); the
+    masked-node loss still predicts ``x`` and the mask token replaces ``x`` only. ``count_readout=True`` gives
+    each type's region slot ``log1p`` of that type's node count next to its Set2Set readout. Both ``False``
+    is the official layout, needed for official checkpoints.
     Named sizes are in ``model.presets``.
     """
 
@@ -45,6 +50,8 @@ class GeoLinkConfig:
     norm_pix_loss: bool = True
     type_attention: bool = False
     shared_positions: bool = True
+    node_geometry: bool = False
+    count_readout: bool = False
     img_mask_ratio: float = 0.75
     osm_mask_ratio: float = 0.2
     max_masked_nodes: int = 10

@@ -24,7 +24,7 @@ from model.checkpoint import DEFAULT_WEIGHTS, read_checkpoint, write_checkpoint
 from model.config import GeoLinkConfig
 from model.errors import CheckpointError, InputError
 from model.fusion import TwoWayFusionBlock
-from model.graphs import batch_graphs
+from model.graphs import GEOMETRY_DIM, batch_graphs
 from model.osm import NODE_TYPES, OSMHeteroGAT, graph_layer_norm
 from model.pos_embed import grid_sincos, node_sincos
 from model.pretrained import load_image_init
@@ -147,7 +147,8 @@ class GeoLink(nn.Module):
         """The OSM encoder, MAE decoder, region readout, fusion block and pretraining heads."""
         c = self.config
         patch = self.patch_size
-        self.osm_encoder = OSMHeteroGAT(c.osm_in_chans, c.osm_embed_dim)
+        geometry = GEOMETRY_DIM if c.node_geometry else 0
+        self.osm_encoder = OSMHeteroGAT(c.osm_in_chans + geometry, c.osm_embed_dim)
         self.osm_norm = nn.ModuleDict({t: pyg_nn.LayerNorm(c.osm_embed_dim) for t in NODE_TYPES})
 
         self.rec_img_pos_embed = nn.Parameter(grid_sincos(c.decoder_dim, self.grid_size), requires_grad=False)
@@ -167,7 +168,7 @@ class GeoLink(nn.Module):
             {t: pyg_nn.Set2Set(c.osm_embed_dim, processing_steps=5) for t in NODE_TYPES}
         )
         self.osm_aggr_mlp = nn.ModuleDict(
-            {t: nn.Linear(2 * c.osm_embed_dim, c.region_dim) for t in NODE_TYPES}
+            {t: nn.Linear(2 * c.osm_embed_dim + int(c.count_readout), c.region_dim) for t in NODE_TYPES}
         )
         self.type_attention = nn.Linear(c.region_dim, 1)
         self.osm_graph_consistency_prj = nn.Linear(c.region_dim, c.contrast_dim)
@@ -352,7 +353,7 @@ class GeoLink(nn.Module):
         Equal to ``encode(...).osm_region`` for the same graphs: the region readout never sees the image.
         """
         self._require_osm("it has no OSM encoder")
-        batch = batch_graphs(graphs).to(self.img_norm.weight.device)
+        batch = batch_graphs(graphs, geometry=self.config.node_geometry).to(self.img_norm.weight.device)
         training = self.training
         self.eval()
         try:
@@ -395,7 +396,7 @@ class GeoLink(nn.Module):
     ) -> Batch:
         """``graphs`` as one batch on the device of ``images`` (B, 3, H, W), one graph per image."""
         self._require_osm(advice)
-        batch = batch_graphs(graphs).to(images.device)
+        batch = batch_graphs(graphs, geometry=self.config.node_geometry).to(images.device)
         if batch.num_graphs != images.size(0):
             raise InputError(f"got {images.size(0)} images but {batch.num_graphs} graphs")
         return batch
@@ -488,25 +489,46 @@ class GeoLink(nn.Module):
                 f"OSM node features are {width} wide but the model expects {self.config.osm_in_chans}"
                 " (the tag text encoder of the graphs and of the model differ)"
             )
+        if self.config.node_geometry:
+            x = self._with_geometry(x, batch)
         edges = {e: batch[e].edge_index for e in batch.edge_types}
         hidden = self.osm_encoder(x, edges)
         return {
             t: graph_layer_norm(hidden[t], batch[t].batch, num_graphs, self.osm_norm[t]) for t in NODE_TYPES
         }
 
+    def _with_geometry(self, x: dict[str, torch.Tensor], batch: Batch) -> dict[str, torch.Tensor]:
+        """``cat(x, geo)`` per type (``config.node_geometry``): the GAT input, tag and geometry features.
+
+        Raises:
+            InputError: the batch has no ``geo`` (GEOMETRY_DIM wide) for some node type.
+        """
+        lacking = [t for t in NODE_TYPES if "geo" not in batch[t] or batch[t].geo.size(-1) != GEOMETRY_DIM]
+        if lacking:
+            raise InputError(
+                f"the graphs lack geometry features graph[type].geo ({GEOMETRY_DIM} wide) for {lacking}, "
+                "which this model reads (config.node_geometry=True): build them with "
+                "GraphBuilder(geometry=True)"
+            )
+        return {t: torch.cat([x[t], batch[t].geo.to(x[t].dtype)], dim=-1) for t in NODE_TYPES}
+
     def _region(
         self, nodes: dict[str, torch.Tensor], batch: Batch, num_graphs: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Graph-level OSM embedding (B, R) and which graphs have any node (B,).
 
-        Per type: Set2Set readout then a linear layer; an absent type contributes zero. The types are combined
-        by the official plain sum, or, with ``config.type_attention``, by a softmax over the types present.
+        Per type: Set2Set readout (with ``config.count_readout``, then ``log1p`` of the type's node count),
+        then a linear layer; an absent type contributes zero. The types are combined by the official plain
+        sum, or, with ``config.type_attention``, by a softmax over the types present.
         """
         slots, present = [], []
         for t in NODE_TYPES:
             owner = batch[t].batch
             has_type = torch.bincount(owner, minlength=num_graphs) > 0
             pooled = self.osm_read_out[t](nodes[t], owner, dim_size=num_graphs)
+            if self.config.count_readout:
+                count = torch.bincount(owner, minlength=num_graphs).to(pooled.dtype)
+                pooled = torch.cat([pooled, count.log1p().unsqueeze(-1)], dim=-1)
             slots.append(self.osm_aggr_mlp[t](pooled) * has_type.unsqueeze(-1))
             present.append(has_type)
         slots_t, present_t = torch.stack(slots, dim=1), torch.stack(present, dim=1)

@@ -19,7 +19,8 @@ from model.errors import InputError
 from model.osm import EDGE_TYPES, NODE_TYPES, POINTS_PER_NODE
 
 GEOMETRY_FEATURES: tuple[str, ...] = (
-    "area", "length", "compactness", "orientation_cos", "orientation_sin", "elongation", "centre_x", "centre_y",
+    "area", "length", "compactness", "orientation_cos", "orientation_sin", "elongation",
+    "centre_x", "centre_y",
 )  # fmt: skip
 """The columns of ``graph[t].geo``, the same for every node type (zero where a column does not apply).
 
@@ -30,7 +31,8 @@ the x axis (so positive θ turns clockwise on the image).
 - ``length``: lines their length, polygons their perimeter (holes included), scaled as ``area``.
 - ``compactness``: polygons, ``4 π A / P²`` (1 for a disc, π/4 for a square).
 - ``orientation_cos``, ``orientation_sin``: ``(cos 2θ, sin 2θ)`` times ``elongation`` (an axis, so θ and
-  θ + π agree): polygons, θ of the long side of the minimum rotated rectangle; lines, the start-to-end bearing.
+  θ + π agree): polygons, θ of the long axis of the rectangle with the polygon's second moments of area
+  (for a rectangle, its long side); lines, the start-to-end bearing.
 - ``elongation``: polygons ``1 - short / long`` side of that rectangle; lines their straightness,
   end-to-end distance / length (0 for a closed line).
 - ``centre_x``, ``centre_y``: the centroid (polygons, lines) or the point itself.

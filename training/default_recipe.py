@@ -82,7 +82,10 @@ def _build_pairs(shared: Path, out: Path) -> dict[str, int]:
     for path in ufz:  # their official graphs carry CLIP features: image-only here
         pixels = np.asarray(Image.open(path).convert("RGB"))
         samples.append(
-            Sample(torch.from_numpy(pixels).permute(2, 0, 1).contiguous(), empty_graph(builder.text_dim))
+            Sample(
+                torch.from_numpy(pixels).permute(2, 0, 1).contiguous(),
+                empty_graph(builder.text_dim, geometry=builder.geometry),
+            )
         )
     counts["ufz_image_only"] = len(ufz)
     write_shards(samples, out, samples_per_shard=256)

@@ -54,7 +54,7 @@ def region_samples(spec: RegionPairs, builder: GraphBuilder) -> Iterator[Sample]
         graph = (
             builder.build(index.query(chip.spec.bounds), chip.spec)
             if index
-            else empty_graph(builder.text_dim)
+            else empty_graph(builder.text_dim, geometry=builder.geometry)
         )
         yield Sample(image=image, graph=graph)
 

@@ -6,6 +6,8 @@ of a memory-mapped file, with no unpickling:
 - ``image``: (N, 3, H, W) uint8 chips (before normalisation, so augmentation works on pixels);
 - ``{type}.x`` (sum of nodes, C) float16 tag features, ``{type}.pos`` (sum of nodes, P, 2) float32 chip-frame
   points, ``{type}.ptr`` (N + 1,) int64 node offsets, for type in polygon, line, point;
+- ``{type}.geo`` (sum of nodes, 8) float32 geometry features, only when every sample's graph has them
+  (``model.graphs.has_geometry``); shards without them (older ones too) read back without ``geo``;
 - ``{src}__{dst}.edge_index`` (2, sum of edges) int64 (node indices local to each sample) and
   ``{src}__{dst}.ptr``.
 """
@@ -27,6 +29,7 @@ from torch_geometric.data import HeteroData
 
 from model import EDGE_TYPES, NODE_TYPES, POINTS_PER_NODE
 from model.errors import InputError
+from model.graphs import has_geometry
 
 _SHARD_GLOB = "shard-*.safetensors"
 
@@ -57,11 +60,24 @@ def write_shards(
 
 
 def _write_shard(samples: list[Sample], path: Path) -> Path:
+    """Write one shard.
+
+    Raises:
+        InputError: some samples' graphs have geometry features and others lack them.
+    """
     tensors = {"image": torch.stack([s.image.to(torch.uint8) for s in samples])}
+    with_geometry = [has_geometry(s.graph) for s in samples]
+    if any(with_geometry) and not all(with_geometry):
+        raise InputError(
+            f"{path.name}: {with_geometry.count(False)} of {len(samples)} samples lack the geometry features "
+            "(graph[type].geo) the others have: build all graphs with one GraphBuilder"
+        )
     for t in NODE_TYPES:
         tensors[f"{t}.x"] = torch.cat([s.graph[t].x for s in samples]).to(torch.float16)
         tensors[f"{t}.pos"] = torch.cat([s.graph[t].pos for s in samples]).float()
         tensors[f"{t}.ptr"] = _offsets([s.graph[t].num_nodes for s in samples])
+        if all(with_geometry):
+            tensors[f"{t}.geo"] = torch.cat([s.graph[t].geo for s in samples]).float()
     for src, _, dst in EDGE_TYPES:
         edges = [s.graph[src, "to", dst].edge_index for s in samples]
         tensors[f"{src}__{dst}.edge_index"] = torch.cat(edges, dim=1).long()
@@ -99,6 +115,7 @@ class ShardReader:
         except Exception as error:  # safetensors raises several private error types for damaged files
             raise InputError(f"{self.path}: not a readable pretraining shard ({error!r})") from None
         self._ptr = {k: self._file.get_tensor(k) for k in self._file.keys() if k.endswith(".ptr")}
+        self.geometry = all(f"{t}.geo" in self._file.keys() for t in NODE_TYPES)
 
     def __len__(self) -> int:
         return self.length
@@ -112,6 +129,8 @@ class ShardReader:
             start, stop = self._span(f"{t}.ptr", index)
             graph[t].x = self._file.get_slice(f"{t}.x")[start:stop].float()
             graph[t].pos = self._file.get_slice(f"{t}.pos")[start:stop].reshape(-1, POINTS_PER_NODE[t], 2)
+            if self.geometry:
+                graph[t].geo = self._file.get_slice(f"{t}.geo")[start:stop]
         for src, _, dst in EDGE_TYPES:
             start, stop = self._span(f"{src}__{dst}.ptr", index)
             graph[src, "to", dst].edge_index = self._file.get_slice(f"{src}__{dst}.edge_index")[:, start:stop]

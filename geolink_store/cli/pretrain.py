@@ -78,7 +78,9 @@ def pretrain_command(
         from training.prepare import RegionPairs, region_samples
         from training.shards import write_shards
 
-        paths = write_shards(region_samples(RegionPairs(region, imagery, osm, res), GraphBuilder()), data)
+        # geometry features are stored too: they cost little, and a model without node_geometry ignores them
+        builder = GraphBuilder(geometry=True)
+        paths = write_shards(region_samples(RegionPairs(region, imagery, osm, res), builder), data)
         click.echo(f"wrote {len(paths)} shards to {data}")
         return
     from training.loop import PretrainConfig, pretrain

@@ -12,6 +12,9 @@ types ``(src, 'to', dst)``. Per node type, ``x`` (N, D) float32 holds the tag se
 - line, P = 3: centroid, first vertex, last vertex.
 - point, P = 1: the point.
 
+With ``geometry=True`` every type also gets ``geo`` (N, 8) float32, shape descriptors of the clipped node
+geometry in the chip frame (:func:`geometry_features`; columns named by ``model.graphs.GEOMETRY_FEATURES``).
+
 Edges: every pair of nodes whose clipped geometries intersect (an STRtree query with the ``intersects``
 predicate), self-loops on same-type edges, and for points a Delaunay triangulation instead. ``edge_attr``
 one-hot encodes the relation (:data:`RELATIONS`) from shapely predicates in a fixed priority; the model
@@ -53,6 +56,7 @@ from geolink_store.graphs.text import (
 )
 from geolink_store.sources.osm import BBox, check_bbox
 from geolink_store.sources.tags import normalise_tags
+from model.graphs import GEOMETRY_DIM
 from model.osm import EDGE_TYPES, NODE_TYPES
 
 log = logging.getLogger(__name__)
@@ -114,6 +118,7 @@ class _Layout:
     tags: dict[str, list[tuple[str, ...]]]
     pos: dict[str, np.ndarray]
     edges: dict[tuple[str, str, str], tuple[np.ndarray, np.ndarray]]  # (2, E) index, (E,) relation ids
+    geo: dict[str, np.ndarray] | None = None  # (N, GEOMETRY_DIM) per type, with geometry=True
 
 
 class GraphBuilder:
@@ -130,6 +135,9 @@ class GraphBuilder:
         ``edge_attr`` one-hots over :data:`RELATIONS`, as the official graphs do. Off
             by default: GeoLink ignores ``edge_attr``, and the DE-9IM test per pair halves the speed on dense
             chips.
+        geometry: also store ``geo`` (N, 8) geometry features per node type (:func:`geometry_features`), as a
+            model with ``config.node_geometry`` needs. Off by default: the graphs are then exactly the
+            official layout.
 
     Example:
         >>> builder = GraphBuilder()                       # doctest: +SKIP
@@ -143,6 +151,7 @@ class GraphBuilder:
         cache_dir: str | os.PathLike | Literal[False] | None = None,
         tag_weights: TagWeights | None = None,
         relation_attrs: bool = False,
+        geometry: bool = False,
     ) -> None:
         encoder = text_encoder if text_encoder is not None else MiniLMEncoder()
         if not callable(getattr(encoder, "encode", None)):
@@ -153,6 +162,7 @@ class GraphBuilder:
         self.cache = TagEmbeddingCache(encoder, directory)
         self.tag_weights = tag_weights or TagWeights.official()
         self.relation_attrs = relation_attrs
+        self.geometry = geometry
         self.stats = BuildStats()
         self._weight_memo: dict[tuple[str, ...], tuple[tuple[str, ...], np.ndarray]] = {}
 
@@ -219,7 +229,8 @@ class GraphBuilder:
             pos[t] = _POSITIONS[t](geoms_of[t]).astype(np.float32)
             self.stats.nodes[t] += len(geoms_of[t])
         extent = np.array([bounds[2] - bounds[0], bounds[3] - bounds[1]])
-        return _Layout(tags_of, pos, self._edges(geoms_of, pos["point"][:, 0] * extent))
+        geo = {t: geometry_features(geoms_of[t]) for t in NODE_TYPES} if self.geometry else None
+        return _Layout(tags_of, pos, self._edges(geoms_of, pos["point"][:, 0] * extent), geo)
 
     def _repaired(self, geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Valid, non-empty geometries and the mask of input rows they come from."""
@@ -286,6 +297,8 @@ class GraphBuilder:
         for t in NODE_TYPES:
             graph[t].x = torch.from_numpy(np.ascontiguousarray(features[t]))
             graph[t].pos = torch.from_numpy(layout.pos[t])
+            if layout.geo is not None:
+                graph[t].geo = torch.from_numpy(layout.geo[t])
         eye = np.eye(len(RELATIONS), dtype=np.float32)
         for edge in EDGE_TYPES:
             index, relation = layout.edges[edge]
@@ -356,6 +369,89 @@ def _point_points(points: np.ndarray) -> np.ndarray:
 
 
 _POSITIONS = {"polygon": _polygon_points, "line": _line_points, "point": _point_points}
+
+
+_MEASURE_SCALE = 1000.0
+
+
+def scale_measure(value: np.ndarray) -> np.ndarray:
+    """``log1p(1000 v) / log(1001)``: an area or length in the chip frame to a feature (1 at v = 1)."""
+    return np.log1p(_MEASURE_SCALE * np.asarray(value, dtype=np.float64)) / math.log1p(_MEASURE_SCALE)
+
+
+def unscale_measure(feature: np.ndarray) -> np.ndarray:
+    """The inverse of :func:`scale_measure`."""
+    return np.expm1(np.asarray(feature, dtype=np.float64) * math.log1p(_MEASURE_SCALE)) / _MEASURE_SCALE
+
+
+def geometry_features(geoms: np.ndarray) -> np.ndarray:
+    """(N, 8) float32 shape descriptors of single-part chip-frame geometries (``GEOMETRY_FEATURES``).
+
+    Polygons fill area, perimeter, compactness, orientation, elongation and centroid; lines length,
+    orientation (start-to-end bearing), straightness and centroid; points their position. Vectorised over the
+    array (geometries of mixed types are allowed); empty input gives (0, 8).
+    """
+    geoms = np.asarray(geoms, dtype=object)
+    out = np.zeros((len(geoms), GEOMETRY_DIM), dtype=np.float64)
+    if not len(geoms):
+        return out.astype(np.float32)
+    dimension = shapely.get_dimensions(geoms)
+    out[:, 6:8] = _xy(shapely.centroid(geoms))
+
+    polygon = np.flatnonzero(dimension == 2)
+    if polygon.size:
+        shapes = geoms[polygon]
+        area, perimeter = shapely.area(shapes), shapely.length(shapes)
+        out[polygon, 0] = scale_measure(area)
+        out[polygon, 1] = scale_measure(perimeter)
+        out[polygon, 2] = np.clip(4 * math.pi * area / np.maximum(perimeter, 1e-300) ** 2, 0.0, 1.0)
+        angle, elongation = _principal_axis(shapes, out[polygon, 6:8])
+        out[polygon, 3], out[polygon, 4] = np.cos(2 * angle) * elongation, np.sin(2 * angle) * elongation
+        out[polygon, 5] = elongation
+
+    line = np.flatnonzero(dimension == 1)
+    if line.size:
+        lines = geoms[line]
+        length = shapely.length(lines)
+        chord = _xy(shapely.get_point(lines, -1)) - _xy(shapely.get_point(lines, 0))
+        straightness = np.clip(np.hypot(chord[:, 0], chord[:, 1]) / np.maximum(length, 1e-300), 0.0, 1.0)
+        angle = np.arctan2(chord[:, 1], chord[:, 0])
+        out[line, 1] = scale_measure(length)
+        out[line, 3], out[line, 4] = np.cos(2 * angle) * straightness, np.sin(2 * angle) * straightness
+        out[line, 5] = straightness
+    return out.astype(np.float32)
+
+
+def _principal_axis(polygons: np.ndarray, centre: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Angle of each polygon's long axis and its elongation ``1 - short / long``, from second moments of area.
+
+    The axes are those of the rectangle with the polygon's second moments (its inertia ellipse): for a
+    rectangle, its sides, so ``1 - short / long`` is exact there (0.75 for 4 x 1). Unlike the minimum rotated
+    rectangle, which ties for triangles and regular polygons (any flush side gives the same area, and GEOS
+    picks by vertex order), it is unique and follows rotations and mirror images exactly. Holes subtract.
+    ``centre`` (N, 2) is the polygons' centroid; moments are taken about it.
+    """
+    rings, owner = shapely.get_rings(polygons, return_index=True)
+    coords, ring_of = shapely.get_coordinates(rings, return_index=True)
+    coords = coords - centre[owner[ring_of]]
+    same = ring_of[:-1] == ring_of[1:]
+    (x0, y0), (x1, y1), ring = coords[:-1][same].T, coords[1:][same].T, ring_of[:-1][same]
+    cross = x0 * y1 - x1 * y0
+    moments = [
+        (x0 * x0 + x0 * x1 + x1 * x1) * cross / 12,
+        (y0 * y0 + y0 * y1 + y1 * y1) * cross / 12,
+        (x0 * y1 + 2 * x0 * y0 + 2 * x1 * y1 + x1 * y0) * cross / 24,
+    ]
+    per_ring = [np.bincount(ring, weights=m, minlength=len(rings)) for m in (cross / 2, *moments)]
+    exterior = np.r_[True, owner[1:] != owner[:-1]]
+    sign = np.sign(per_ring[0]) * np.where(exterior, 1.0, -1.0)  # whatever the ring orientation
+    xx, yy, xy = (np.bincount(owner, weights=sign * m, minlength=len(polygons)) for m in per_ring[1:])
+    angle = 0.5 * np.arctan2(2 * xy, xx - yy)
+    spread = np.hypot((xx - yy) / 2, xy)
+    major, minor = (xx + yy) / 2 + spread, np.maximum((xx + yy) / 2 - spread, 0.0)
+    elongation = 1.0 - np.sqrt(minor / np.maximum(major, 1e-300))
+    round_ = spread <= 1e-9 * np.maximum(major, 1e-300)  # a square or disc: no axis
+    return np.where(round_, 0.0, angle), np.clip(np.where(round_, 0.0, elongation), 0.0, 1.0)
 
 
 def _delaunay_edges(xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

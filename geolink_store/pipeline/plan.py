@@ -177,7 +177,8 @@ def plan_ingest(
     """Check the inputs and decide which cells to encode; opens (or creates) the store but writes no rows.
 
     Raises:
-        InputError: bad settings, an image-only model, a text encoder of another width, a missing OSM source.
+        InputError: bad settings, an image-only model, a text encoder of another width, a graph builder
+            without the geometry features the model reads, a missing OSM source.
         StoreError: the store holds vectors of other widths than the model's.
     """
     settings = settings or IngestSettings()
@@ -198,7 +199,12 @@ def plan_ingest(
     covered = source.covered_cells(cells)
     report.cells_without_imagery = int(cells.size - covered.size)
     chip_crs = source.chip_crs(*(float(v[0]) for v in cell_lonlat(covered[:1])))
-    builder = graph_builder or GraphBuilder()
+    builder = graph_builder or GraphBuilder(geometry=model.config.node_geometry)
+    if model.config.node_geometry and not builder.geometry:
+        raise InputError(
+            "the model reads node geometry features (config.node_geometry=True) but the graph builder does "
+            "not make them: pass GraphBuilder(geometry=True)"
+        )
     if builder.text_dim != model.config.osm_in_chans:
         raise InputError(
             f"the tag text encoder gives {builder.text_dim}-d features but the model expects "

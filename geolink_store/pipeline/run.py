@@ -42,7 +42,8 @@ def ingest(
         model: the GeoLink to encode with (default: the bundled model).
         model_name: its name in the ``models`` table.
         settings: see :class:`IngestSettings`.
-        graph_builder: how OSM becomes graphs (default: :class:`~geolink_store.graphs.builder.GraphBuilder`).
+        graph_builder: how OSM becomes graphs (default: :class:`~geolink_store.graphs.builder.GraphBuilder`,
+            with ``geometry=True`` when the model has ``config.node_geometry``).
         engine: where the work runs: :class:`~geolink_store.pipeline.engines.local.LocalEngine` (default, this
             process) or :class:`~geolink_store.pipeline.engines.ray.RayEngine` (a Ray cluster).
         progress: ``progress(total)`` may return a callback that receives the number of cells finished as work

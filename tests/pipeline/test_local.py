@@ -156,3 +156,35 @@ def test_cells_without_imagery_can_be_encoded_osm_only(tmp_path: Path) -> None:
     assert len(search(Store.open(tmp_path / "db"), cells=query, modality="osm", k=3)) == 3
     with pytest.raises(GeolinkError, match="no 'image' vector"):
         search(Store.open(tmp_path / "db"), cells=query, modality="image", k=3)
+
+
+def test_geometry_model_ingests_with_geometry_and_a_builder_without_it_is_refused(tmp_path: Path) -> None:
+    """A node_geometry model gets graphs with ``geo``; on the sample (every feature ``building=yes``) its
+    ``osm`` vectors differ between cells, where the official layout gives one vector (issue #13)."""
+    import torch
+
+    from geolink_store.graphs.builder import GraphBuilder
+
+    torch.manual_seed(0)
+    config = GeoLinkConfig(
+        architecture="vit_tiny_patch16_224", timm_kwargs={"depth": 1}, osm_in_chans=384, region_dim=32
+    )
+    with pytest.raises(GeolinkError, match=r"node geometry.*GraphBuilder\(geometry=True\)"):
+        ingest(
+            str(tmp_path / "refused"), SAMPLE.region, [str(SAMPLE.imagery)], str(SAMPLE.osm),
+            model=GeoLink(GeoLinkConfig(**{**config.__dict__, "node_geometry": True})),
+            settings=SETTINGS, graph_builder=GraphBuilder(),
+        )  # fmt: skip
+    osm = {}
+    for geometry in (False, True):
+        torch.manual_seed(0)
+        model = GeoLink(
+            GeoLinkConfig(**{**config.__dict__, "node_geometry": geometry, "count_readout": geometry})
+        )
+        db = tmp_path / f"geometry-{geometry}"
+        ingest(str(db), SAMPLE.region, [str(SAMPLE.imagery)], str(SAMPLE.osm), model=model, settings=SETTINGS)
+        data = Store.open(db).table("cells").to_arrow()
+        vectors = np.stack([v for v in data["osm"].to_pylist() if v is not None])  # null without OSM
+        unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+        osm[geometry] = (unit @ unit.T)[~np.eye(len(unit), dtype=bool)].mean()
+    assert osm[False] > 0.9999 and osm[True] < 0.99
