@@ -1,8 +1,9 @@
 """Quality benchmark of a model's stored vectors, every figure beside same-run baselines.
 
 Candidates (all in this run): the bundled default (``GeoLink.default()``), any checkpoints given with
-``--model``, the same network as the default at random initialisation, the EfficientNet-Lite2 preset with its
-ImageNet weights and no GeoLink pretraining, and a colour histogram (image tasks only).
+``--model`` (e.g. the previous default), the same network as the default at random initialisation (no
+ImageNet weights either), the EfficientNet-Lite2 preset with its ImageNet weights and no GeoLink pretraining
+(its OSM and fusion parts untrained), and a colour histogram (image tasks only).
 
 1. AID scene classification (``--aid``: the ``AID/`` folder of the public repository ``zlima/testtensor``,
    30 class folders of 150 x 150 JPEGs; research use only: evaluation, never training, never bundled). Fixed
@@ -34,7 +35,7 @@ from PIL import Image
 from geolink_store.chips import read_chips
 from geolink_store.constants import IMAGENET_MEAN, IMAGENET_STD
 from geolink_store.graphs import GraphBuilder
-from geolink_store.grid import cell_lonlat, region_cells
+from geolink_store.grid import cell_lonlat, disk, region_cells
 from geolink_store.heads import spatial_split, train_head
 from geolink_store.heads.labels import coverage_share
 from geolink_store.heads.train import classification_metrics
@@ -117,7 +118,7 @@ def image_vectors(model: GeoLink, images: torch.Tensor) -> np.ndarray:
 
 def osm_and_fused(model: GeoLink, region: Region) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The ``osm`` vectors (zeros without OSM), ``fused`` cell vectors and has-OSM flags of the cells."""
-    builder = GraphBuilder()
+    builder = GraphBuilder(geometry=model.config.node_geometry)
     graphs = builder.build_many(list(zip(region.entities, region.specs, strict=True)))
     osm, fused, has = [], [], []
     for i in range(0, len(graphs), BATCH):
@@ -158,18 +159,49 @@ def diversity(vectors: np.ndarray) -> dict[str, float]:
     return {"mean_cosine": float(upper.mean()), "distinct": distinct, "effective_rank": rank}
 
 
+def presence_split(vectors: np.ndarray, has: np.ndarray, cells: np.ndarray) -> dict[str, float]:
+    """How much OSM presence alone splits the vectors.
+
+    ``osm_gap``: mean cosine within the has-OSM and the no-OSM group minus the mean across them (0: presence
+    does not split the space). ``neighbour_cosine_across``: mean cosine of adjacent cells (H3 neighbours) of
+    which one has OSM and the other none, beside ``neighbour_cosine_within`` of adjacent cells alike.
+    """
+    if has.all() or not has.any():
+        return {}
+    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    cosine = unit @ unit.T
+    within = (cosine[np.ix_(has, has)].mean() + cosine[np.ix_(~has, ~has)].mean()) / 2
+    position = {int(cell): i for i, cell in enumerate(cells)}
+    pairs = [
+        (i, position[int(other)])
+        for i, cell in enumerate(cells)
+        for other in disk(int(cell), 1)
+        if int(other) in position and position[int(other)] > i
+    ]
+    alike = [cosine[i, j] for i, j in pairs if has[i] == has[j]]
+    across = [cosine[i, j] for i, j in pairs if has[i] != has[j]]
+    return {
+        "osm_gap": float(within - cosine[np.ix_(has, ~has)].mean()),
+        "neighbour_cosine_within": float(np.mean(alike)) if alike else float("nan"),
+        "neighbour_cosine_across": float(np.mean(across)) if across else float("nan"),
+    }
+
+
 def candidates(extra: list[Path]) -> dict[str, Callable[[], GeoLink]]:
     """Name -> a builder of each model compared (built lazily: each is a few hundred MB of activations)."""
 
-    def seeded(name: str) -> Callable[[], GeoLink]:
+    def seeded(name: str, imagenet: bool) -> Callable[[], GeoLink]:
         def build() -> GeoLink:
             torch.manual_seed(0)
-            return GeoLink(preset(name)).eval()
+            return GeoLink(preset(name), pretrained=imagenet).eval()
 
         return build
 
-    found = {"default": GeoLink.default, "random_init_default": seeded("default")}
-    found["imagenet_lite2"] = seeded("efficientnet_lite2")
+    found = {
+        "default": GeoLink.default,
+        "random_init_default": seeded("default", imagenet=False),
+        "imagenet_lite2": seeded("efficientnet_lite2", imagenet=True),
+    }
     for path in extra:
         found[path.stem] = lambda path=path: GeoLink.from_checkpoint(path)
     return found
@@ -239,15 +271,11 @@ def main() -> None:
             row[f"{region.name}_building_image"] = head_scores(image, region.labels, train)
             row[f"{region.name}_building_osm"] = head_scores(osm, region.labels, train)
             row[f"{region.name}_building_fused"] = head_scores(fused, region.labels, train)
-            unit = fused / np.linalg.norm(fused, axis=1, keepdims=True)
-            cosine = unit @ unit.T
-            within = (
-                (cosine[np.ix_(has, has)].mean() + cosine[np.ix_(~has, ~has)].mean()) / 2
-                if (~has).any()
-                else 1.0
-            )
-            across = cosine[np.ix_(has, ~has)].mean() if (~has).any() else float("nan")
-            row[f"{region.name}_fused_osm_gap"] = float(within - across)
+            for modality, vectors in (("fused", fused), ("image", image)):
+                row |= {
+                    f"{region.name}_{modality}_{k}": v
+                    for k, v in presence_split(vectors, has, region.cells).items()
+                }
         del model
 
     metrics = sorted({k for row in rows.values() for k in row})

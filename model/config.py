@@ -26,7 +26,9 @@ class GeoLinkConfig:
     geometry features, ``model.graphs.GEOMETRY_FEATURES``, built with ``GraphBuilder(geometry=True)``); the
     masked-node loss still predicts ``x`` and the mask token replaces ``x`` only. ``count_readout=True`` gives
     each type's region slot ``log1p`` of that type's node count next to its Set2Set readout. Both ``False``
-    is the official layout, needed for official checkpoints.
+    is the official layout, needed for official checkpoints. ``fusion_gate=True`` makes the fusion's
+    OSM -> image step proportionate (a zero attention slot and a learned gate, see
+    ``model.fusion.TwoWayFusionBlock``), so fused vectors are not split by OSM presence; ``False`` is official.
     Named sizes are in ``model.presets``.
     """
 
@@ -52,6 +54,7 @@ class GeoLinkConfig:
     shared_positions: bool = True
     node_geometry: bool = False
     count_readout: bool = False
+    fusion_gate: bool = False
     img_mask_ratio: float = 0.75
     osm_mask_ratio: float = 0.2
     max_masked_nodes: int = 10
@@ -105,7 +108,13 @@ def json_kwargs(cls: type, text: str) -> dict[str, Any]:
     return values
 
 
-_LATER_FIELDS = {"token_dim": 256, "image_init": None, "node_geometry": False, "count_readout": False}
+_LATER_FIELDS = {
+    "token_dim": 256,
+    "image_init": None,
+    "node_geometry": False,
+    "count_readout": False,
+    "fusion_gate": False,
+}
 """Fields added after the first release, left out of ``to_json`` at their default value.
 
 A model's id (``model.checkpoint.fingerprint``) hashes its config JSON: omitting them keeps the ids, and the

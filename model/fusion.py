@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -17,19 +19,27 @@ class TwoWayFusionBlock(nn.Module):
     attention). A sample without any OSM token gets nothing from the cross-attention: its image tokens become
     ``norm2(img)``, the defined image-only path.
 
+    ``gated=True`` (ours, not the official layout) makes the OSM -> image step proportionate: image tokens may
+    attend to nothing (a zero key and value, ``add_zero_attn``), so a patch far from every OSM feature takes
+    little from it, and the step's residual is scaled by ``tanh(image_gate)``, a learned scalar that starts at
+    0.5 (a short pretraining run moves a scalar little, so it does not start at 0). Without it one small
+    building moves every image token of its cell by a full attention output.
+
     Args:
         dim: token width C.
         num_heads: attention heads of every attention step.
         dropout: attention dropout.
+        gated: the proportionate OSM -> image step above.
     """
 
-    def __init__(self, dim: int, num_heads: int, dropout: float = 0.1) -> None:
+    def __init__(self, dim: int, num_heads: int, dropout: float = 0.1, gated: bool = False) -> None:
         super().__init__()
         self.self_attn = nn.MultiheadAttention(dim, num_heads, dropout=dropout, batch_first=True)
         self.norm1 = nn.LayerNorm(dim)
         self.cross_attn_token_to_image = nn.MultiheadAttention(
-            dim, num_heads, dropout=dropout, batch_first=True
+            dim, num_heads, dropout=dropout, batch_first=True, add_zero_attn=gated
         )
+        self.image_gate = nn.Parameter(torch.full((1,), math.atanh(0.5))) if gated else None
         self.norm2 = nn.LayerNorm(dim)
         self.cross_attn_image_to_token = nn.MultiheadAttention(
             dim, num_heads, dropout=dropout, batch_first=True
@@ -68,6 +78,8 @@ class TwoWayFusionBlock(nn.Module):
         )[0]
         if empty is not None:
             from_osm = from_osm.masked_fill(empty[:, None, None], 0.0)
+        if self.image_gate is not None:
+            from_osm = torch.tanh(self.image_gate).to(from_osm.dtype) * from_osm
         img = self.norm2(img + from_osm)
 
         img_k = img + img_pe

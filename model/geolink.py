@@ -185,7 +185,8 @@ class GeoLink(nn.Module):
             {t: nn.Parameter(torch.zeros(1, c.osm_in_chans)) for t in NODE_TYPES}
         )
         self.osm_cross_modal_encoder = nn.ModuleList(
-            TwoWayFusionBlock(c.fusion_dim, c.fusion_heads, c.fusion_dropout) for _ in range(c.fusion_depth)
+            TwoWayFusionBlock(c.fusion_dim, c.fusion_heads, c.fusion_dropout, gated=c.fusion_gate)
+            for _ in range(c.fusion_depth)
         )
         self.osm_node_pred = nn.Linear(c.fusion_dim, c.osm_in_chans)
 

