@@ -11,6 +11,7 @@ from model.errors import CheckpointError, GeolinkError, InputError
 
 __all__ = [
     "CheckpointError",
+    "EmptySourceError",
     "GeolinkError",
     "InputError",
     "MissingDependencyError",
@@ -24,3 +25,7 @@ class StoreError(GeolinkError):
 
 class MissingDependencyError(GeolinkError, ImportError):
     """An optional extra (Ray, pylance, transformers) is needed but not installed."""
+
+
+class EmptySourceError(InputError):
+    """A source (OSM) that holds no usable feature in the region asked for."""

@@ -6,20 +6,24 @@ lon/lat in EPSG:4326.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import geopandas as gpd
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import shapely
 from h3.api import basic_int as h3
-from pyproj import Transformer
 
 from geolink_store.constants import EQUAL_AREA, GEOPARQUET_SUFFIXES, MAX_RES, VECTOR_SUFFIXES, WGS84
-from geolink_store.errors import GeolinkError
+from geolink_store.errors import GeolinkError, InputError
+
+if TYPE_CHECKING:
+    from pyproj import Transformer
 
 MAX_REGION_CELLS = 20_000_000
 """The most cells one region may cover (about 160 GB of 1 KiB vectors): larger ones are refused up front."""
@@ -94,7 +98,7 @@ def region_cells(region: Region, res: int, *, touching: bool = False) -> np.ndar
     if cells is not None:
         return _cells_at(cells, res)
     geometry = region_geometry(region)
-    _check_cell_count(geometry, res)
+    check_cell_count(estimated_cells(geometry, res), res)
     contain = "overlap" if touching else "center"
     found = h3.h3shape_to_cells_experimental(h3.geo_to_h3shape(geometry), res, contain=contain)
     if not found:
@@ -105,20 +109,27 @@ def region_cells(region: Region, res: int, *, touching: bool = False) -> np.ndar
     return np.sort(np.asarray(found, dtype=np.int64))
 
 
-def _check_cell_count(geometry: shapely.Geometry, res: int) -> None:
-    """Refuse, before covering it, a region that would hold more than :data:`MAX_REGION_CELLS` cells."""
-    to_equal_area = Transformer.from_crs(WGS84, EQUAL_AREA, always_xy=True)
+@functools.cache
+def _to_equal_area() -> Transformer:
+    from pyproj import Transformer  # on first use: SQL sessions import this module for its H3 functions
+
+    return Transformer.from_crs(WGS84, EQUAL_AREA, always_xy=True)
+
+
+def estimated_cells(geometry: shapely.Geometry, res: int) -> float:
+    """About how many H3 cells at ``res`` cover ``geometry`` (lon/lat, cut at the antimeridian): its area."""
+    to_equal_area = _to_equal_area()
     dense = shapely.segmentize(geometry, 1.0)  # degrees: edges follow the projection
-    area_km2 = (
-        shapely.area(shapely.transform(dense, lambda xy: np.column_stack(to_equal_area.transform(*xy.T))))
-        / 1e6
-    )
-    estimate = area_km2 / h3.average_hexagon_area(res, unit="km^2")
+    projected = shapely.transform(dense, lambda xy: np.column_stack(to_equal_area.transform(*xy.T)))
+    return shapely.area(projected) / 1e6 / h3.average_hexagon_area(res, unit="km^2")
+
+
+def check_cell_count(estimate: float, res: int, what: str = "the region") -> None:
+    """Refuse, before covering it, a region of ``estimate`` cells, more than :data:`MAX_REGION_CELLS`."""
     if estimate > MAX_REGION_CELLS:
-        raise GeolinkError(
-            f"the region holds about {estimate:,.0f} H3 cells at resolution {res} "
-            f"(limit {MAX_REGION_CELLS:,}): "
-            "use a coarser resolution or split the region"
+        raise InputError(
+            f"{what} would hold about {estimate:,.0f} H3 cells at resolution {res} "
+            f"(limit {MAX_REGION_CELLS:,}): use a coarser resolution or split the region"
         )
 
 
@@ -159,11 +170,12 @@ def cell_boundary_lonlat(cell: int) -> np.ndarray:
 def polygon_cells(
     polygon: shapely.Polygon | shapely.MultiPolygon,
     res: int,
-    contain: Literal["center", "overlap"] = "center",
+    contain: Literal["center", "overlap", "full"] = "center",
 ) -> np.ndarray:
     """The cells at resolution ``res`` of a polygon (degrees, EPSG:4326), as ``int64``.
 
-    ``contain="center"`` keeps cells whose centre lies inside, ``"overlap"`` every cell that touches it.
+    ``contain="center"`` keeps cells whose centre lies inside, ``"overlap"`` every cell that touches it,
+    ``"full"`` the cells wholly inside it.
     """
     shape = h3.geo_to_h3shape(polygon)
     return np.array(h3.h3shape_to_cells_experimental(shape, res, contain=contain), dtype=np.int64)
@@ -199,6 +211,206 @@ def children(cells: Iterable[int], fine_res: int) -> np.ndarray:
     return np.array([child for group in found for child in group], dtype=np.int64)
 
 
+# ---- Element-wise forms over numpy columns (the H3 functions of SQL sessions). An invalid input gives -1 (no
+# H3 id is negative) or None, never an exception. Bit layout: resolution in bits 52-55, digit r (1-15) in bits
+# 3 * (15 - r) .. 3 * (15 - r) + 2, unused finer digits all 7.
+
+MAX_LIST_CELLS = 10_000_000
+"""The most cells one call of :func:`children_lists` or :func:`disk_lists` may return."""
+
+_HEX_DIGITS = np.frombuffer(b"0123456789abcdef", np.uint8)
+_NIBBLES = np.full(256, 255, np.uint8)
+_NIBBLES[np.frombuffer(b"0123456789abcdef", np.uint8)] = np.arange(16)
+_NIBBLES[np.frombuffer(b"ABCDEF", np.uint8)] = np.arange(10, 16)
+
+
+def valid_cells(cells: np.ndarray) -> np.ndarray:
+    """Whether each ``int64`` is a valid H3 cell, as a bool array.
+
+    One h3 call per id: measured faster than the same rules in numpy on the bits.
+    """
+    cells = np.maximum(np.asarray(cells, dtype=np.int64), 0)  # 0 is not a cell either
+    return np.fromiter(map(h3.is_valid_cell, cells.tolist()), dtype=bool, count=len(cells))
+
+
+def resolutions(cells: np.ndarray) -> np.ndarray:
+    """The resolution bits of each id (no validity check), as ``int64``."""
+    return (np.asarray(cells, dtype=np.int64) >> 52) & 0xF
+
+
+def hex_id_array(cells: np.ndarray) -> pa.StringArray:
+    """:func:`hex_id` element-wise, as an Arrow string array; a negative id gives null."""
+    cells = np.asarray(cells, dtype=np.int64)
+    octets = cells.astype(">i8").view(np.uint8).reshape(-1, 8)
+    nibbles = np.empty((len(cells), 16), np.uint8)
+    nibbles[:, 0::2], nibbles[:, 1::2] = octets >> 4, octets & 0xF
+    offsets = np.arange(0, 16 * len(cells) + 1, 16, dtype=np.int32)
+    padded = pa.StringArray.from_buffers(
+        len(cells), pa.py_buffer(offsets), pa.py_buffer(_HEX_DIGITS[nibbles])
+    )
+    text = pc.utf8_ltrim(padded, characters="0")
+    if (cells <= 0).any():
+        text = pc.if_else(pa.array(cells == 0), "0", text)
+        text = pc.if_else(pa.array(cells < 0), pa.scalar(None, pa.string()), text)
+    return text
+
+
+def cells_from_hex_array(texts: pa.Array) -> np.ndarray:
+    """Hexadecimal strings (any case, at most 16 digits) to ``int64`` ids, -1 where a string is not one.
+
+    Like h3's ``str_to_int``, the value is not checked to be a valid cell (see :func:`valid_cells`).
+    """
+    texts = texts.cast(pa.string())
+    size = pc.binary_length(texts)
+    fits = pc.fill_null(
+        pc.and_(pc.and_(pc.greater(size, 0), pc.less_equal(size, 16)), pc.string_is_ascii(texts)), False
+    )
+    padded = pc.utf8_lpad(pc.if_else(fits, texts, "0"), 16, "0")
+    first = np.frombuffer(padded.buffers()[1], np.int32, count=1, offset=4 * padded.offset)[0]
+    data = np.frombuffer(padded.buffers()[2], np.uint8, count=16 * len(padded), offset=first)
+    nibbles = _NIBBLES[data].reshape(-1, 16)
+    octets = (nibbles[:, 0::2] << 4) | nibbles[:, 1::2]
+    value = np.ascontiguousarray(octets).view(">i8").ravel().astype(np.int64)
+    ok = fits.to_numpy(zero_copy_only=False) & (nibbles != 255).all(axis=1) & (value >= 0)
+    return np.where(ok, value, -1)
+
+
+def parents_at(cells: np.ndarray, res: np.ndarray | int) -> np.ndarray:
+    """:func:`parents` element-wise with a resolution per row: -1 for an invalid cell or a finer ``res``."""
+    cells = np.asarray(cells, dtype=np.int64)
+    res = np.broadcast_to(np.asarray(res, dtype=np.int64), cells.shape)
+    ok = (res >= 0) & (res <= resolutions(cells)) & valid_cells(cells)
+    target = np.where(ok, res, 0)
+    parent = (cells & ~np.int64(0xF << 52)) | (target << 52) | ((np.int64(1) << (3 * (15 - target))) - 1)
+    return np.where(ok, parent, -1)
+
+
+def latlng_cells(lat: np.ndarray, lng: np.ndarray, res: np.ndarray | int) -> np.ndarray:
+    """The cell at ``res`` of each point (degrees), element-wise, as ``int64``; -1 for a bad point or res."""
+    lat, lng = np.asarray(lat, dtype=np.float64), np.asarray(lng, dtype=np.float64)
+    res = np.broadcast_to(np.asarray(res, dtype=np.int64), lat.shape)
+    ok = np.isfinite(lat) & np.isfinite(lng) & (np.abs(lat) <= 90) & (res >= 0) & (res <= MAX_RES)
+    safe_lat, safe_lng, safe_res = np.where(ok, lat, 0.0), np.where(ok, lng, 0.0), np.where(ok, res, 0)
+    found = np.fromiter(
+        map(h3.latlng_to_cell, safe_lat.tolist(), safe_lng.tolist(), safe_res.tolist()),
+        dtype=np.int64,
+        count=len(lat),
+    )
+    return np.where(ok, found, -1)
+
+
+def children_lists(cells: np.ndarray, res: np.ndarray | int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every child at ``res`` of each cell, element-wise, as (offsets [n + 1], children, ok [n]).
+
+    A row that is not ``ok`` (an invalid cell, or a ``res`` coarser than the cell's) has an empty list.
+
+    Raises:
+        GeolinkError: the lists would hold more than :data:`MAX_LIST_CELLS` cells.
+    """
+    cells = np.asarray(cells, dtype=np.int64)
+    res = np.broadcast_to(np.asarray(res, dtype=np.int64), cells.shape)
+    ok = (res <= MAX_RES) & (res >= resolutions(cells)) & valid_cells(cells)
+    _check_list_size(float(np.sum(7.0 ** (res[ok] - resolutions(cells[ok])))), "h3_cell_to_children")
+    rows = zip(cells.tolist(), res.tolist(), ok, strict=True)
+    return (*_flatten([h3.cell_to_children(c, r) if good else [] for c, r, good in rows]), ok)
+
+
+def disk_lists(cells: np.ndarray, k: np.ndarray | int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The cells within ``k`` steps of each cell (itself included), element-wise: (offsets, cells, ok).
+
+    A row that is not ``ok`` (an invalid cell or a negative ``k``) has an empty list.
+
+    Raises:
+        GeolinkError: the lists would hold more than :data:`MAX_LIST_CELLS` cells.
+    """
+    cells = np.asarray(cells, dtype=np.int64)
+    k = np.broadcast_to(np.asarray(k, dtype=np.int64), cells.shape)
+    ok = (k >= 0) & valid_cells(cells)
+    _check_list_size(float(np.sum(1.0 + 3.0 * k[ok] * (k[ok] + 1.0))), "h3_grid_disk")
+    rows = zip(cells.tolist(), k.tolist(), ok, strict=True)
+    return (*_flatten([h3.grid_disk(c, steps) if good else [] for c, steps, good in rows]), ok)
+
+
+def boundary_polygons(cells: np.ndarray) -> np.ndarray:
+    """:func:`cell_geometries` element-wise, built in one shapely call, with None for an invalid cell."""
+    cells = np.asarray(cells, dtype=np.int64)
+    ok = valid_cells(cells)
+    corners = [h3.cell_to_boundary(cell) for cell in cells[ok].tolist()]
+    sizes = np.fromiter(map(len, corners), dtype=np.int64, count=len(corners))
+    if len(sizes) and (sizes == sizes[0]).all():  # all hexagons (or all pentagons): one C-level copy
+        latlng = np.array(corners, dtype=np.float64).reshape(-1)
+    else:
+        latlng = np.fromiter(
+            (x for ring in corners for corner in ring for x in corner), np.float64, 2 * sizes.sum()
+        )
+    ring_of = np.repeat(np.arange(len(sizes)), sizes)
+    polygons = np.full(len(cells), None, dtype=object)
+    polygons[ok] = shapely.polygons(shapely.linearrings(latlng.reshape(-1, 2)[:, ::-1], indices=ring_of))
+    return polygons
+
+
+def cell_shares(polygon: shapely.Geometry, res: int) -> tuple[np.ndarray, np.ndarray]:
+    """The cells at ``res`` that a polygon (degrees) touches, and the share of each cell's area inside it.
+
+    See :func:`cover_shares`, which does this for many polygons at once.
+    """
+    _, cells, shares = cover_shares([polygon], res)
+    return cells, shares
+
+
+def cover_shares(
+    polygons: Iterable[shapely.Geometry | None], res: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For many polygons (degrees): (polygon index, cell, share) of every cell at ``res`` each one touches.
+
+    A share is the part of the cell's area inside the polygon: 1 for the cells it contains (no intersection
+    computed), an area ratio in lon/lat degrees for the others (within about 1e-4 of the equal-area ratio for
+    cells up to a few km across). Polygons without area (None, points, lines) touch no cell.
+
+    Raises:
+        GeolinkError: a polygon would cover more than :data:`MAX_REGION_CELLS` cells at ``res``.
+    """
+    owners, found, shapes = [], [], []
+    for index, polygon in enumerate(polygons):
+        if polygon is None or polygon.is_empty or polygon.area == 0:
+            continue
+        polygon = _polygonal(polygon, "the polygon")  # repaired, without its lines and points
+        check_cell_count(estimated_cells(polygon, res), res)
+        cells = polygon_cells(polygon, res, contain="overlap")
+        owners.append(np.full(len(cells), index))
+        found.append(cells)
+        shapes.append(polygon)
+    if not found:
+        return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float64)
+    owner, cells = np.concatenate(owners), np.concatenate(found)
+    unique, inverse = np.unique(cells, return_inverse=True)
+    hexagons = boundary_polygons(unique)[inverse]
+    shapely.prepare(np.array(shapes, dtype=object))
+    zones = np.array(shapes, dtype=object)[np.repeat(np.arange(len(shapes)), [len(c) for c in found])]
+    shares = np.ones(len(cells))
+    edge = ~shapely.contains(zones, hexagons)
+    shares[edge] = shapely.area(shapely.intersection(hexagons[edge], zones[edge])) / shapely.area(
+        hexagons[edge]
+    )
+    keep = shares > 0
+    return owner[keep], cells[keep], shares[keep]
+
+
+def _check_list_size(total: float, function: str) -> None:
+    if total > MAX_LIST_CELLS:
+        raise GeolinkError(
+            f"{function} would return {total:,.0f} cells (limit {MAX_LIST_CELLS:,}); "
+            "use a smaller resolution step or k, or fewer rows"
+        )
+
+
+def _flatten(lists: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    offsets = np.zeros(len(lists) + 1, dtype=np.int32)
+    np.cumsum([len(found) for found in lists], out=offsets[1:])
+    values = np.fromiter((cell for found in lists for cell in found), dtype=np.int64, count=int(offsets[-1]))
+    return offsets, values
+
+
 def _check_not_finer(cells: np.ndarray, res: int, name: str, *, coarser: bool) -> None:
     resolutions = {h3.get_resolution(int(cell)) for cell in cells}
     bad = [r for r in resolutions if (r < res if coarser else r > res)]
@@ -220,11 +432,16 @@ def _cells_at(cells: np.ndarray, res: int) -> np.ndarray:
 
 
 def _cell_to_int(cell: int | str) -> int | None:
+    """The id of ``cell``, None when it is no H3 cell; GeolinkError when it does not fit in 64 bits."""
     try:
         cell_int = h3.str_to_int(cell.strip()) if isinstance(cell, str) else int(cell)
+        return cell_int if h3.is_valid_cell(cell_int) else None
     except (ValueError, TypeError):
         return None
-    return cell_int if h3.is_valid_cell(cell_int) else None
+    except OverflowError:  # h3's own error for an id beyond 64 bits or a negative one
+        raise InputError(
+            f"{cell!r} is not a valid H3 cell id (an H3 id is an unsigned 64-bit integer, 15 hex digits)"
+        ) from None
 
 
 def _parse_cell_list(text: str) -> np.ndarray | None:
@@ -259,6 +476,8 @@ def _parse_bbox(text: str) -> shapely.Polygon:
 
 
 def _read_region_file(path: Path) -> shapely.Geometry:
+    import geopandas as gpd  # on first use (see _to_equal_area)
+
     if not path.is_file():
         raise GeolinkError(f"region file {path} does not exist")
     try:

@@ -112,7 +112,7 @@ def fingerprint(config: GeoLinkConfig, state_dict: Mapping[str, torch.Tensor]) -
     digest = hashlib.sha256(config.to_json().encode())
     for key, value in sorted(_without_alias(state_dict).items()):
         digest.update(key.encode())
-        digest.update(value.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        digest.update(value.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())  # 0-d too
     return digest.hexdigest()[:16]
 
 
@@ -120,6 +120,8 @@ def _existing(path: str | Path) -> Path:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes)")
     return path
 
 

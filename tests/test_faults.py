@@ -1,20 +1,29 @@
 """Faults and concurrency on real stores: SIGKILL at many random moments (ingest, index build, head training),
-and readers querying while a writer ingests.
+readers querying while a writer ingests, and `geolink` as a real process meeting the machine's own faults (a
+store it may not write, a full disk, an unreachable object store), Ctrl-C, a closed pipe and third-party
+warnings.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pytest
 
 from geolink_store.heads.from_store import list_heads, train_from_store
 from geolink_store.pipeline import IngestSettings, ingest
@@ -22,6 +31,7 @@ from geolink_store.query.search import search
 from geolink_store.query.sql import run_sql
 from geolink_store.sample import kampala_sample
 from geolink_store.store import Store
+from geolink_store.store.schema import TABLE_KEYS
 
 SAMPLE = kampala_sample()
 INGEST = """
@@ -164,3 +174,216 @@ def test_four_readers_while_one_writer_ingests(tmp_path: Path) -> None:
     assert not errors, errors[0]
     assert reads[0] >= 8
     assert np.unique(_keys(db, "cells")).size == 72
+
+
+# ---- geolink as a real process: faults of the machine, Ctrl-C, a closed pipe, warnings ----
+
+GEOLINK = str(Path(sys.executable).with_name("geolink"))
+INTERRUPT_S = 2.0
+"""Ctrl-C must end any command within this many seconds."""
+
+
+def _geolink(
+    *args: object, env: dict[str, str] | None = None, prefix: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*prefix, GEOLINK, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env=(os.environ | env) if env else None,
+    )
+
+
+def _one_error_line(done: subprocess.CompletedProcess, *contains: str, code: int = 1) -> str:
+    """Exit ``code``, no traceback, and one non-empty stderr line: ``error: ...`` holding ``contains``."""
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == code and "Traceback" not in done.stderr, (done.returncode, done.stderr)
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    for text in contains:
+        assert text.lower() in lines[0].lower(), lines[0]
+    return lines[0]
+
+
+def _content(db: Path) -> dict[str, pa.Table]:
+    """Every table's rows, sorted by key: equal iff the store's data is."""
+    store = Store.open(db)
+    return {
+        name: store.table(name).to_arrow().sort_by([(key, "ascending") for key in TABLE_KEYS[name]])
+        for name in store.table_names()
+    }
+
+
+def _labels(db: Path, path: Path) -> Path:
+    cells = _keys(db, "cells")
+    pd.DataFrame({"h3": [f"{c:x}" for c in cells], "label": ["a", "b"] * (len(cells) // 2)}).to_csv(
+        path, index=False
+    )
+    return path
+
+
+@pytest.fixture
+def read_only_store(sample_store: Path, tmp_path: Path) -> Iterator[tuple[Path, tuple[str, ...]]]:
+    """A copy of the sample store that no one may write to, and the command prefix that makes it so for root
+    too (root ignores permission bits unless it drops CAP_DAC_OVERRIDE)."""
+    db = Path(shutil.copytree(sample_store, tmp_path / "read-only"))
+    prefix: tuple[str, ...] = ()
+    if os.geteuid() == 0:
+        if not shutil.which("setpriv"):
+            pytest.skip("root without setpriv cannot drop its permission override")
+        caps = "-dac_override,-dac_read_search"
+        prefix = ("setpriv", "--bounding-set", caps, "--inh-caps", caps)
+    for path in [db, *db.rglob("*")]:
+        path.chmod(path.stat().st_mode & ~0o222)
+    yield db, prefix
+    for path in [db, *db.rglob("*")]:
+        path.chmod(path.stat().st_mode | 0o200)
+
+
+def test_store_without_write_permission(
+    read_only_store: tuple[Path, tuple[str, ...]], tmp_path: Path
+) -> None:
+    """Training a head into it and ingesting into it: one line naming the store; its data unchanged."""
+    db, prefix = read_only_store
+    before = _content(db)
+    labels = _labels(db, tmp_path / "labels.csv")
+    trained = _geolink("heads", "train", "--db", db, "--labels", labels, "--split", "random", prefix=prefix)
+    _one_error_line(trained, str(db), "permission denied")
+    ingested = _geolink(
+        "ingest", "--db", db, "--region", SAMPLE.region, "--imagery", SAMPLE.imagery, "--osm", SAMPLE.osm,
+        "--res", SAMPLE.res, prefix=prefix,
+    )  # fmt: skip
+    _one_error_line(ingested, f"cannot write to store {db}")
+    after = _content(db)
+    assert after.keys() == before.keys() and all(after[name].equals(before[name]) for name in before)
+
+
+@pytest.fixture
+def full_disk(sample_store: Path, tmp_path: Path) -> Iterator[Path]:
+    """A copy of the sample store on a tmpfs left with 16 KiB free (a real ENOSPC on the next writes)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if (
+        os.geteuid() != 0
+        or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", mount]).returncode
+    ):
+        pytest.skip("needs root to mount a small tmpfs")
+    try:
+        db = Path(shutil.copytree(sample_store, mount / "db"))
+        stat = os.statvfs(mount)
+        used_kib = (stat.f_blocks - stat.f_bfree) * stat.f_frsize // 1024
+        subprocess.run(["mount", "-o", f"remount,size={used_kib + 16}k", mount], check=True)
+        yield db
+    finally:
+        subprocess.run(["umount", "-l", mount], check=False)
+
+
+def test_disk_full_is_one_line_and_the_store_stays_whole(full_disk: Path, tmp_path: Path) -> None:
+    """A k-NN head (~70 KB of vectors) does not fit: one line naming the store and the full disk; the store
+    opens with exactly its tables and rows (the heads table is created with its first rows, so not at all)."""
+    before = _content(full_disk)
+    labels = _labels(full_disk, tmp_path / "labels.csv")
+    done = _geolink(
+        "heads", "train", "--db", full_disk, "--labels", labels, "--kind", "knn", "--split", "random"
+    )
+    _one_error_line(done, str(full_disk), "no space left on device")
+    after = _content(full_disk)
+    assert after.keys() == before.keys() and all(after[name].equals(before[name]) for name in before)
+
+
+@pytest.mark.parametrize("command", [("info",), ("heads", "list"), ("search", "--lonlat", "32.59,0.35")])
+def test_unreachable_object_store_is_one_line(command: tuple[str, ...]) -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {
+        "AWS_ENDPOINT": f"http://127.0.0.1:{port}",
+        "AWS_ALLOW_HTTP": "true",
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_REGION": "us-east-1",
+    }
+    group, rest = (command[:2], command[2:]) if command[0] == "heads" else (command[:1], command[1:])
+    done = _geolink(*group, "--db", "s3://geolink-test/store", *rest, env=env)
+    _one_error_line(done, "store s3://geolink-test/store", "connection refused")
+
+
+def _interrupt_after(args: list[str], ready: float) -> tuple[subprocess.CompletedProcess, float]:
+    """Run geolink, press Ctrl-C after ``ready`` seconds; the result and the seconds it took to end then."""
+    worker = subprocess.Popen(
+        [GEOLINK, *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(
+            signal.SIGINT, signal.SIG_DFL
+        ),  # even when the tests run in background
+    )
+    time.sleep(ready)
+    assert worker.poll() is None, "the command ended before Ctrl-C"
+    pressed = time.perf_counter()
+    worker.send_signal(signal.SIGINT)
+    _, stderr = worker.communicate(timeout=60)
+    return subprocess.CompletedProcess(args, worker.returncode, "", stderr), time.perf_counter() - pressed
+
+
+def test_ctrl_c_stops_a_long_native_sql_query(sample_store: Path) -> None:
+    """Inside DuckDB (native code, no Python running): one line, exit 130, within INTERRUPT_S."""
+    joins = ", ".join(f"cells c{i}" for i in range(7))
+    query = f"SELECT count(*) FROM {joins} WHERE c0.n_point + c1.n_point + c6.n_point = 3"
+    done, seconds = _interrupt_after(["sql", "--db", str(sample_store), query], ready=6.0)
+    assert _one_error_line(done, code=130) == "error: interrupted"
+    assert seconds < INTERRUPT_S, seconds
+
+
+def test_ctrl_c_stops_an_ingest_and_the_store_stays_whole(tmp_path: Path) -> None:
+    db = tmp_path / "db"
+    args = ["ingest", "--db", str(db), "--region", SAMPLE.region, "--imagery", str(SAMPLE.imagery)]
+    args += ["--osm", str(SAMPLE.osm), "--res", str(SAMPLE.res), "--batch-size", "4"]
+    done, seconds = _interrupt_after(args, ready=12.0)
+    assert _one_error_line(done, code=130) == "error: interrupted"
+    assert seconds < INTERRUPT_S, seconds
+    if db.exists() and "cells" in Store.open(db).table_names():
+        for table in ("cells", "patches"):
+            keys = _keys(db, table)
+            assert len(keys) == len(set(keys)), f"duplicate {table} rows after Ctrl-C"
+
+
+def test_a_closed_pipe_ends_quietly(sample_store: Path) -> None:
+    """`geolink sql ... | head -c 100`: the reader stops early; geolink says nothing."""
+    reader = subprocess.Popen(
+        [GEOLINK, "sql", "--db", str(sample_store), "--format", "json", "SELECT * FROM patches"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert len(reader.stdout.read(100)) == 100
+    reader.stdout.close()
+    stderr = reader.stderr.read().decode()
+    reader.wait(timeout=120)
+    assert stderr == "", stderr
+
+
+def test_an_ingest_prints_no_third_party_warning(tmp_path: Path) -> None:
+    from geolink_store.grid import region_cells
+
+    region = ",".join(f"{c:x}" for c in region_cells(SAMPLE.region, SAMPLE.res)[30:33])
+    args = ["--region", region, "--imagery", SAMPLE.imagery, "--osm", SAMPLE.osm, "--res", SAMPLE.res]
+    done = _geolink("ingest", "--db", tmp_path / "db", *args, "--format", "json")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == "", done.stderr
+    assert json.loads(done.stdout)["cells_encoded"] == 3
+
+
+def test_only_the_known_warnings_are_hidden() -> None:
+    from geolink_store.cli.noise import ignore_known_warnings
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        ignore_known_warnings()
+        warnings.warn("`torch.jit.script` is deprecated", FutureWarning, stacklevel=1)  # not from torch.jit
+        warnings.warn("something else is deprecated", FutureWarning, stacklevel=1)
+    assert [str(w.message) for w in seen] == [
+        "`torch.jit.script` is deprecated",
+        "something else is deprecated",
+    ]

@@ -124,6 +124,9 @@ def test_hierarchy_direction_is_checked() -> None:
         ("missing.geojson", "does not exist"),
         ([123, 456], "not a valid H3 cell"),
         (["89283082803ffff", "zz"], "not a valid H3 cell"),
+        ("f" * 20, "not a valid H3 cell id .an H3 id is an unsigned 64-bit"),
+        ([2**64, 1], "not a valid H3 cell id"),
+        ([-5], "not a valid H3 cell id"),
         (shapely.Point(32.59, 0.35), "holds no polygon"),
     ],
 )
@@ -157,3 +160,71 @@ def test_mixed_resolutions_are_refused() -> None:
     with pytest.raises(GeolinkError, match="mix H3 resolutions"):
         region_cells(cells, 12)
     assert as_cells(cells).dtype == np.int64
+
+
+# ---- element-wise forms (the H3 functions of SQL sessions), checked against h3-py row by row ----
+
+from geolink_store import grid  # noqa: E402 (the element-wise forms, by module)
+
+SOME_CELLS = grid.children(grid.disk(grid.points_to_cells([32.58], [0.32], 6)[0], 1), 9)
+
+
+def test_hex_ids_round_trip_as_h3_does() -> None:
+    import pyarrow as pa
+
+    odd = np.array([0, 1, 2**62, 12345, -7], dtype=np.int64)
+    text = grid.hex_id_array(np.concatenate([SOME_CELLS, odd])).to_pylist()
+    assert text[: len(SOME_CELLS)] == [h3.int_to_str(int(c)) for c in SOME_CELLS]
+    assert text[len(SOME_CELLS) :] == ["0", "1", "4000000000000000", "3039", None]
+    back = grid.cells_from_hex_array(
+        pa.array([*text[: len(SOME_CELLS)], "8C2A", "zz", "", "1" * 17, None, "é"])
+    )
+    assert back[: len(SOME_CELLS)].tolist() == SOME_CELLS.tolist()
+    assert back[len(SOME_CELLS) :].tolist() == [0x8C2A, -1, -1, -1, -1, -1]
+    sliced = pa.array(text[:10]).slice(3, 4)  # an Arrow slice starts past its buffers' start
+    assert grid.cells_from_hex_array(sliced).tolist() == SOME_CELLS[3:7].tolist()
+
+
+def test_parents_resolutions_and_validity_element_wise() -> None:
+    res = np.arange(len(SOME_CELLS)) % 10
+    expected = [
+        h3.cell_to_parent(h3.int_to_str(int(c)), int(r)) for c, r in zip(SOME_CELLS, res, strict=True)
+    ]
+    assert grid.hex_id_array(grid.parents_at(SOME_CELLS, res)).to_pylist() == expected
+    assert (
+        grid.parents_at(np.array([SOME_CELLS[0], 5, SOME_CELLS[0]]), np.array([10, 1, -1])).tolist()
+        == [-1] * 3
+    )
+    assert grid.resolutions(SOME_CELLS).tolist() == [9] * len(SOME_CELLS)
+    assert grid.valid_cells(np.array([SOME_CELLS[0], 0, -1, 7])).tolist() == [True, False, False, False]
+
+
+def test_points_children_disks_and_boundaries_element_wise() -> None:
+    lon, lat = cell_lonlat(SOME_CELLS[:50])
+    found = grid.latlng_cells(
+        np.append(lat, [np.nan, 91.0, 0.0]), np.append(lon, [0.0, 0.0, 0.0]), [9] * 52 + [16]
+    )
+    assert found[:50].tolist() == SOME_CELLS[:50].tolist() and found[50:].tolist() == [-1, -1, -1]
+    offsets, values, ok = grid.children_lists(
+        np.array([SOME_CELLS[0], 5, SOME_CELLS[1]]), np.array([11, 11, 8])
+    )
+    assert ok.tolist() == [True, False, False] and offsets.tolist() == [0, 49, 49, 49]
+    assert sorted(values.tolist()) == sorted(children([SOME_CELLS[0]], 11).tolist())
+    offsets, values, ok = grid.disk_lists(SOME_CELLS[:3], np.array([0, 1, 2]))
+    assert offsets.tolist() == [0, 1, 8, 27] and ok.all()
+    assert sorted(values[8:].tolist()) == sorted(grid.disk(SOME_CELLS[2], 2).tolist())
+    with pytest.raises(GeolinkError, match="limit"):
+        grid.children_lists(SOME_CELLS, 15)
+    polygons = grid.boundary_polygons(np.array([SOME_CELLS[0], 3]))
+    assert polygons[0].equals(cell_geometries([SOME_CELLS[0]])[0]) and polygons[1] is None
+
+
+def test_cell_shares_add_up_to_the_polygon_area() -> None:
+    zone = shapely.Point(32.58, 0.32).buffer(0.02)
+    cells, shares = grid.cell_shares(zone, 9)
+    areas = shapely.area(cell_geometries(cells))
+    assert 0 < shares.min() and shares.max() == 1 and len(np.unique(cells)) == len(cells)
+    assert abs((shares * areas).sum() - zone.area) / zone.area < 1e-9
+    inside = shares == 1
+    assert shapely.contains(zone, cell_geometries(cells[inside])).all()
+    assert len(grid.cell_shares(shapely.LineString([(0, 0), (1, 1)]), 9)[0]) == 0

@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from geolink_store.cli.group import OneLineErrors
 from geolink_store.cli.options import F, db_option, format_option, model_option
 from geolink_store.constants import HEAD_MODALITIES
+from geolink_store.errors import InputError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from geolink_store.store import Store
+
+MAP_SUFFIXES = (".png", ".html", ".htm")
 
 
 @click.group("heads", cls=OneLineErrors)
@@ -118,14 +129,14 @@ def compare(
     seed: int,
     fmt: str,
 ) -> None:
-    """Train one head per modality on the same split and compare them."""
-    from geolink_store.heads.from_store import train_from_store
+    """Train one head per modality on the same split and compare them (saved together, or none)."""
+    from geolink_store.heads.from_store import fit_from_store, save_heads
     from geolink_store.store import Store
 
     store = Store.open(db)
-    rows = []
+    heads, rows = [], []
     for modality in HEAD_MODALITIES:
-        trained = train_from_store(
+        trained = fit_from_store(
             store,
             labels_path,
             label_column,
@@ -136,11 +147,13 @@ def compare(
             min_share=min_share,
             seed=seed,
         )
+        heads.append(trained)
         rows.append(
             {"modality": modality, "head_id": trained.head_id}
             | {k: trained.metrics[k] for k in ("accuracy", "macro_f1", "miou", "train", "test")}
             | {"baseline_macro_f1": trained.metrics["majority_baseline"]["macro_f1"]}
         )
+    save_heads(store, heads)
     if fmt == "json":
         click.echo(json.dumps(rows))
         return
@@ -163,22 +176,50 @@ def compare(
     "--map", "map_path", type=click.Path(dir_okay=False), help="Also draw the predictions (.png or .html)."
 )
 def predict(db: str, head_id: str, model_id: str | None, map_path: str | None) -> None:
-    """Fill the predictions table for every stored cell of the head's model."""
-    from geolink_store.heads.from_store import predict_from_store
+    """Fill the predictions table for every stored cell of the head's model (and draw them first)."""
+    from geolink_store.heads.from_store import predictions_for
     from geolink_store.store import Store
 
+    target = _map_target(map_path) if map_path else None
     store = Store.open(db)
-    predictions = predict_from_store(store, head_id, model_id)
+    predictions = predictions_for(store, head_id, model_id)
+    if target is None:
+        store.upsert("predictions", predictions)
+    else:
+        _save_with_map(store, predictions, target)
     counts = predictions.group_by("label").aggregate([("label", "count")]).to_pylist()
     click.echo(
         f"{predictions.num_rows} predictions written: "
         + ", ".join(f"{c['label']} {c['label_count']}" for c in counts)
     )
-    if map_path:
-        from geolink_store.query.maps import predictions_map
-
-        predictions_map(predictions, map_path)
+    if target is not None:
         click.echo(f"map written to {map_path}", err=True)
+
+
+def _map_target(map_path: str) -> Path:
+    """``--map`` checked before anything is computed: a PNG or HTML file in an existing folder."""
+    path = Path(map_path)
+    if path.suffix.lower() not in MAP_SUFFIXES:
+        raise InputError(f"--map {map_path} must end in {', '.join(MAP_SUFFIXES)} (a PNG or an HTML map)")
+    if not path.parent.is_dir():
+        raise InputError(f"--map {map_path}: folder {path.parent} does not exist")
+    return path
+
+
+def _save_with_map(store: Store, predictions: pa.Table, target: Path) -> None:
+    """Draw the map beside ``target``, upsert the predictions, then give the map its name.
+
+    A failure at any step leaves neither the map nor new predictions behind.
+    """
+    from geolink_store.query.maps import predictions_map
+
+    partial = target.with_name(f".{target.name}.partial{target.suffix}")
+    try:
+        predictions_map(predictions, partial)
+        store.upsert("predictions", predictions)
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 @heads_group.command("list")

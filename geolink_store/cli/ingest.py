@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
-from geolink_store.cli.options import format_option
+from geolink_store.cli.options import format_option, given_store
+from geolink_store.errors import InputError
 
 if TYPE_CHECKING:
     from tqdm import tqdm
@@ -22,14 +24,15 @@ if TYPE_CHECKING:
 def progress_bars() -> Iterator[Callable[[int], Callable[[int], None]]]:
     """A factory of tqdm bars on stderr (cells/s), each advanced by the cells a batch finished.
 
-    Every bar is closed on exit, so that an error raised mid-run prints on a line of its own.
+    Bars show on a terminal only, and every bar is closed on exit, so that an error raised mid-run prints on
+    a line of its own.
     """
     from tqdm import tqdm
 
     bars: list[tqdm] = []
 
     def open_bar(total: int) -> Callable[[int], None]:
-        bar = tqdm(total=total, desc="encoding", unit="cell", dynamic_ncols=True)
+        bar = tqdm(total=total, desc="encoding", unit="cell", dynamic_ncols=True, disable=None)
         bars.append(bar)
 
         def advance(done: int) -> None:
@@ -62,7 +65,10 @@ def _summary(report: IngestReport) -> str:
     "--imagery tiles/ --osm kampala.osm.pbf --res 12",
 )
 @click.option(
-    "--db", required=True, help="Store: a directory or an s3://, gs://, az:// URI (created if absent)."
+    "--db",
+    required=True,
+    callback=given_store,
+    help="Store: a directory or an s3://, gs://, az:// URI (created if absent).",
 )
 @click.option(
     "--region", required=True, help="W,S,E,N in degrees, a GeoJSON/GPKG/GeoParquet file, or H3 cells."
@@ -99,6 +105,12 @@ def _summary(report: IngestReport) -> str:
     is_flag=True,
     help="Cells without imagery but with OSM get their OSM vector alone "
     "(image and fused null) instead of being skipped.",
+)
+@click.option(
+    "--allow-empty-osm",
+    is_flag=True,
+    help="Encode even when the OSM source holds no usable feature in the region (refused by default: "
+    "most often OSM of another place or CRS).",
 )
 @click.option(
     "--partition-levels",
@@ -146,6 +158,7 @@ def ingest_command(
     min_valid: float,
     overwrite: bool,
     osm_only: bool,
+    allow_empty_osm: bool,
     partition_levels: int,
     engine: str,
     workers: int,
@@ -154,7 +167,12 @@ def ingest_command(
     fmt: str,
 ) -> None:
     """Encode every cell of a region into the store: image, OSM and fused vectors per cell and per patch."""
-    from geolink_store.pipeline import IngestSettings, ingest
+    from geolink_store.preflight import check_ingest_inputs
+
+    checked = check_ingest_inputs(db, region, imagery, osm, res, res + 2 if fine_res is None else fine_res)
+    if checkpoint:
+        _check_checkpoint_file(Path(checkpoint))
+    from geolink_store.pipeline import IngestSettings, ingest  # torch and the model load only now
     from model import GeoLink
 
     settings = IngestSettings(
@@ -165,8 +183,8 @@ def ingest_command(
         overwrite=overwrite,
         osm_only=osm_only,
         partition_levels=partition_levels,
+        allow_empty_osm=allow_empty_osm,
     )
-    model = GeoLink.from_checkpoint(checkpoint) if checkpoint else GeoLink.default()
     runner = None
     if engine == "ray":
         from geolink_store.pipeline import RayEngine
@@ -175,10 +193,10 @@ def ingest_command(
     with progress_bars() as progress:
         report = ingest(
             db,
-            region,
+            checked.region,
             list(imagery),
             osm,
-            model=model,
+            model=partial(GeoLink.from_checkpoint, checkpoint) if checkpoint else GeoLink.default,
             model_name=Path(checkpoint).name if checkpoint else "default",
             settings=settings,
             engine=runner,
@@ -193,6 +211,14 @@ def ingest_command(
         )
     else:
         click.echo(_summary(report))
+
+
+def _check_checkpoint_file(path: Path) -> None:
+    """Refuse a checkpoint that is missing, a folder or empty, before torch loads."""
+    if not path.is_file():
+        raise InputError(f"checkpoint not found: {path} (or not a file)")
+    if path.stat().st_size == 0:
+        raise InputError(f"checkpoint {path} is empty (0 bytes): an interrupted download or copy?")
 
 
 @click.command("demo")

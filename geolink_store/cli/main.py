@@ -16,15 +16,19 @@ import click
 from geolink_store.cli.group import OneLineErrors
 
 COMMANDS = {
+    "check": "geolink_store.cli.store:check",
     "demo": "geolink_store.cli.ingest:demo_command",
     "export": "geolink_store.cli.query:export",
     "heads": "geolink_store.cli.heads:heads_group",
     "index": "geolink_store.cli.store:index",
     "info": "geolink_store.cli.store:info",
     "ingest": "geolink_store.cli.ingest:ingest_command",
+    "optimize": "geolink_store.cli.store:optimize",
     "pretrain": "geolink_store.cli.pretrain:pretrain_command",
+    "restore": "geolink_store.cli.store:restore",
     "search": "geolink_store.cli.query:search",
     "sql": "geolink_store.cli.query:sql",
+    "zonal": "geolink_store.cli.query:zonal",
 }
 """Command name -> ``module:attribute`` of its click command."""
 

@@ -35,15 +35,18 @@ if TYPE_CHECKING:
 )
 @click.option(
     "--architecture",
-    default="default",
-    show_default=True,
     help="A GeoLink preset of model.presets (e.g. default, vit_b16), or a timm ViT name: the default preset "
-    "with that image encoder.",
+    "with that image encoder.  [default: the config of --init, else the default preset]",
 )
 @click.option("--steps", type=click.IntRange(min=1), default=1000, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--lr", type=float, default=1.5e-4, show_default=True)
-@click.option("--init", type=click.Path(dir_okay=False), help="Start from this checkpoint.")
+@click.option(
+    "--init",
+    type=click.Path(dir_okay=False),
+    help="Start from this checkpoint (ours, the bundled default included: model/weights/"
+    "geolink_default.safetensors); its config is the run's.",
+)
 @click.option(
     "--prepare", is_flag=True, help="Write shards of (chip, graph) pairs into --data instead of training."
 )
@@ -57,7 +60,7 @@ def pretrain_command(
     data: str,
     out: str | None,
     config_file: str | None,
-    architecture: str,
+    architecture: str | None,
     steps: int,
     batch_size: int,
     lr: float,
@@ -74,13 +77,20 @@ def pretrain_command(
     if prepare:
         if not region or not imagery:
             raise InputError("--prepare needs --region and --imagery (and --osm for image + OSM pairs)")
+        from geolink_store.regions import checked_region
+
+        checked = checked_region(region, res)  # before torch loads: a continent fails at once
+        for path in (*imagery, *([osm] if osm else [])):
+            if not Path(path).exists():
+                raise InputError(f"{path} does not exist")
         from geolink_store.graphs.builder import GraphBuilder
         from training.prepare import RegionPairs, region_samples
         from training.shards import write_shards
 
         # geometry features are stored too: they cost little, and a model without node_geometry ignores them
         builder = GraphBuilder(geometry=True)
-        paths = write_shards(region_samples(RegionPairs(region, imagery, osm, res), builder), data)
+        pairs = RegionPairs(checked.region, imagery, osm, res)
+        paths = write_shards(region_samples(pairs, builder), data)
         click.echo(f"wrote {len(paths)} shards to {data}")
         return
     from training.loop import PretrainConfig, pretrain
@@ -97,7 +107,7 @@ def pretrain_command(
             batch_size=batch_size,
             lr=lr,
             init=init,
-            model=_model_config(architecture),
+            model=_model_config(architecture) if architecture else None,
         )
     metrics = pretrain(config)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one line for the run

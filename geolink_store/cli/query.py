@@ -5,16 +5,13 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
 from geolink_store.cli.options import db_option, format_option, model_option
 from geolink_store.constants import MODALITIES
 from geolink_store.errors import InputError
-
-if TYPE_CHECKING:
-    import pyarrow as pa
 
 
 def _echo_json(value: Any) -> None:  # noqa: ANN401 (any JSON-serialisable value)
@@ -97,12 +94,12 @@ def search(
     "files",
     multiple=True,
     metavar="NAME=PATH",
-    help="Load a vector file (GeoJSON, GPKG, ...) as table NAME; repeatable.",
+    help="Load a vector file (GeoJSON, GPKG, ...) as table NAME (a plain SQL name); repeatable.",
 )
 @click.option("--write", is_flag=True, help="Allow statements that change the store.")
 def sql(db: str, query: str, fmt: str, files: tuple[str, ...], write: bool) -> None:
-    """Run DuckDB SQL over the store's tables (read-only unless --write)."""
-    from geolink_store.query.sql import run_sql
+    """Run DuckDB SQL over the store's tables (read-only unless --write), with H3 functions."""
+    from geolink_store.query.sql import SqlSession
 
     named = {}
     for item in files:
@@ -110,25 +107,79 @@ def sql(db: str, query: str, fmt: str, files: tuple[str, ...], write: bool) -> N
         if not name or not path:
             raise InputError(f"--file takes NAME=PATH, got {item!r}")
         named[name] = path
-    rows = run_sql(db, query, write=write, files=named)
+    with SqlSession(db, write=write, files=named, prepare_for=query) as session:
+        columns, rows = session.rows(query)
     if fmt == "json":
-        _echo_json(rows.to_pylist())
+        _echo_json([dict(zip(columns, row, strict=True)) for row in rows])
     elif fmt == "csv":
-        _write_csv(rows)
+        _write_csv(columns, rows)
     else:
-        click.echo(rows.to_pandas().to_string(index=False) if rows.num_columns else "")
+        click.echo(_text_table(columns, rows))
 
 
-def _write_csv(rows: pa.Table) -> None:
-    import pyarrow as pa
+def _write_csv(columns: list[str], rows: list[tuple]) -> None:
+    import csv
 
-    frame = rows.to_pandas()
-    for name, kind in zip(rows.column_names, rows.schema.types, strict=True):
-        if pa.types.is_list(kind) or pa.types.is_fixed_size_list(kind):
-            frame[name] = [
-                json.dumps(None if value is None else list(map(float, value))) for value in frame[name]
-            ]
-    frame.to_csv(sys.stdout, index=False)
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow(json.dumps(value) if isinstance(value, list | tuple) else value for value in row)
+
+
+def _text_table(columns: list[str], rows: list[tuple]) -> str:
+    """Rows as right-aligned text columns (vectors shortened), without importing pandas."""
+    if not columns:
+        return ""
+    cells = [columns, *([_cell_text(value) for value in row] for row in rows)]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
+    return "\n".join(
+        " ".join(text.rjust(width) for text, width in zip(line, widths, strict=True)) for line in cells
+    )
+
+
+def _cell_text(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, list | tuple):
+        shown = [_cell_text(item) for item in (value if len(value) <= 6 else [*value[:3], *value[-2:]])]
+        return "[" + ", ".join(shown[:3] + ["..."] + shown[3:] if len(value) > 6 else shown) + "]"
+    return "NULL" if value is None else str(value)
+
+
+@click.command(
+    epilog="Example: geolink zonal --db store --zones districts.geojson --modality fused --out zonal.parquet"
+)
+@db_option
+@click.option(
+    "--zones",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Polygons (GeoJSON, GPKG, ...): one row each.",
+)
+@click.option("--modality", type=click.Choice(MODALITIES), default="fused", show_default=True)
+@click.option("--stats", default="mean,std", show_default=True, help="Comma-separated: mean, std.")
+@click.option(
+    "--res", type=int, help="Weigh cells by the coverage of their parents at this coarser resolution."
+)
+@model_option
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output .parquet (GeoParquet).")
+def zonal(
+    db: str, zones: str, modality: str, stats: str, res: int | None, model_id: str | None, out: str
+) -> None:
+    """Per zone: its cells' count and area-weighted mean/std vector, as GeoParquet."""
+    from geolink_store.query.zonal import write_zonal_stats
+    from geolink_store.store import Store
+
+    written = write_zonal_stats(
+        Store.open(db),
+        zones,
+        out,
+        modality=modality,
+        stats=[name.strip() for name in stats.split(",") if name.strip()],
+        res=res,
+        model_id=model_id,
+    )
+    click.echo(f"wrote {written} zones to {out}", err=True)
 
 
 @click.command()

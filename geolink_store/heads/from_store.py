@@ -2,14 +2,15 @@
 
 No re-encoding: a head reads the vectors of one model from ``cells`` (or fine-grained ``patches``), joined to
 the user's labels by H3 id. Heads remember their model, table, modality and width, and refuse another model's
-vectors.
+vectors. Nothing is written until a command has all its rows: :func:`fit_from_store` and
+:func:`predictions_for` write nothing, :func:`save_heads` saves several heads in one commit.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from geolink_store.heads.labels import CellLabels, raster_labels, read_labels
 from geolink_store.heads.train import (
     Head,
     HeadKind,
+    Split,
     SplitKind,
     classification_metrics,
     random_split,
@@ -31,14 +33,18 @@ from geolink_store.heads.train import (
 from geolink_store.store import HEADS_SCHEMA, Store
 from geolink_store.store._filters import quote
 
+MIN_SPLIT_CELLS = 10
+"""The fewest labelled cells each side of a split (train, test) needs for its metrics to mean anything."""
+
 
 @dataclass(frozen=True)
 class TrainedHead:
-    """A head trained from the store and where it was saved."""
+    """A head trained from the store, its id and metrics, and its ``heads`` row (saved or to save)."""
 
     head_id: str
     metrics: dict
     dropped: dict[str, int]
+    row: pa.Table = field(repr=False)
 
 
 def train_from_store(
@@ -58,7 +64,41 @@ def train_from_store(
 
     A label raster (GeoTIFF, a class per pixel) is joined to the fine-grained ``patches`` by pixel majority
     and trains a segmentation head on patch vectors; other label files label ``cells``.
+
+    Raises:
+        GeolinkError: bad labels, fewer than two classes, or fewer than :data:`MIN_SPLIT_CELLS` labelled
+            cells on a side of the split; nothing is saved then.
     """
+    trained = fit_from_store(
+        store,
+        labels_path,
+        label_column,
+        modality=modality,
+        kind=kind,
+        split=split,
+        model_id=model_id,
+        min_share=min_share,
+        test_fraction=test_fraction,
+        seed=seed,
+    )
+    save_heads(store, [trained])
+    return trained
+
+
+def fit_from_store(
+    store: Store,
+    labels_path: str | Path,
+    label_column: str,
+    *,
+    modality: HeadModality = "fused",
+    kind: HeadKind = "linear",
+    split: SplitKind = "spatial",
+    model_id: str | None = None,
+    min_share: float = 0.5,
+    test_fraction: float = 0.25,
+    seed: int = 0,
+) -> TrainedHead:
+    """:func:`train_from_store` without saving: the head and its row, for :func:`save_heads`."""
     labels_path = Path(labels_path)
     is_raster = labels_path.suffix.lower() in RASTER_SUFFIXES
     table = "patches" if is_raster else "cells"
@@ -80,11 +120,13 @@ def train_from_store(
         )
     y = np.searchsorted(classes, names)
     x = vectors[rows]
+    _check_enough(len(rows), test_fraction)
     parts = (
         spatial_split(cells[rows], test_fraction, seed=seed)
         if split == "spatial"
         else random_split(len(rows), test_fraction, seed)
     )
+    _check_enough(len(rows), test_fraction, parts)
     head = train_head(x[parts.train], y[parts.train], classes, kind=kind, seed=seed)
     predicted, _ = head.predict(x[parts.test])
     metrics = classification_metrics(y[parts.test], predicted, classes) | {
@@ -121,8 +163,35 @@ def train_from_store(
         "labels": [f"{labels_path.name}:{label_column}"],
         "created": [datetime.now(UTC)],
     }
-    store.upsert("heads", pa.Table.from_pydict(row, schema=HEADS_SCHEMA))
-    return TrainedHead(head_id=head_id, metrics=metrics, dropped=dropped | labels.dropped)
+    return TrainedHead(
+        head_id=head_id,
+        metrics=metrics,
+        dropped=dropped | labels.dropped,
+        row=pa.Table.from_pydict(row, schema=HEADS_SCHEMA),
+    )
+
+
+def save_heads(store: Store, heads: list[TrainedHead]) -> None:
+    """Save trained heads in the ``heads`` table, all in one commit."""
+    store.upsert("heads", pa.concat_tables([head.row for head in heads]))
+
+
+def _check_enough(labelled: int, test_fraction: float, split: Split | None = None) -> None:
+    """Refuse fewer than :data:`MIN_SPLIT_CELLS` labelled cells on a side of the split, saying how many.
+
+    Without ``split``, the labelled cells are checked against what a split of ``test_fraction`` needs.
+    """
+    needed = int(np.ceil(MIN_SPLIT_CELLS / min(test_fraction, 1 - test_fraction)))
+    if split is None and labelled < needed:
+        what = f"only {labelled} labelled cells match stored vectors"
+    elif split is not None and min(split.train.sum(), split.test.sum()) < MIN_SPLIT_CELLS:
+        what = f"the split leaves {split.train.sum()} labelled cells to train and {split.test.sum()} to test"
+    else:
+        return
+    raise GeolinkError(
+        f"{what}: metrics need at least {MIN_SPLIT_CELLS} on each side of the split, about {needed} labelled "
+        f"cells in all (test share {test_fraction:g}): label more cells"
+    )
 
 
 def stored_vectors(
@@ -180,6 +249,13 @@ def load_head(store: Store, head_id: str) -> tuple[dict, Head]:
 
 def predict_from_store(store: Store, head_id: str, model_id: str | None = None) -> pa.Table:
     """Apply a head to every stored cell (or patch) of its model and upsert the ``predictions`` table."""
+    table = predictions_for(store, head_id, model_id)
+    store.upsert("predictions", table)
+    return table
+
+
+def predictions_for(store: Store, head_id: str, model_id: str | None = None) -> pa.Table:
+    """A head's predictions for every stored cell (or patch) of its model: ``predictions`` rows, unsaved."""
     row, head = load_head(store, head_id)
     if model_id is not None and model_id != row[MODEL_COLUMN]:
         raise GeolinkError(
@@ -195,7 +271,7 @@ def predict_from_store(store: Store, head_id: str, model_id: str | None = None) 
     usable = ~np.isnan(vectors).any(axis=1)
     predicted, probabilities = head.predict(vectors[usable])
     classes = np.array(row["classes"])
-    table = pa.Table.from_pydict(
+    return pa.Table.from_pydict(
         {
             "head_id": [head_id] * int(usable.sum()),
             H3_COLUMN: cells[usable],
@@ -207,8 +283,6 @@ def predict_from_store(store: Store, head_id: str, model_id: str | None = None) 
             MODEL_COLUMN: [row[MODEL_COLUMN]] * int(usable.sum()),
         }
     )
-    store.upsert("predictions", table)
-    return table
 
 
 def list_heads(store: Store) -> list[dict]:

@@ -1,7 +1,8 @@
 """User labels joined to H3 cells.
 
 Points to their cell, polygons to the cells they cover, CSV of ``h3,label``, and label rasters (a class per
-pixel) to fine cells by pixel majority.
+pixel) to fine cells by pixel majority. In a label raster every value is a class, 0 included, except the
+raster's nodata: its declared nodata value, pixels its mask leaves out, and NaN.
 """
 
 from __future__ import annotations
@@ -19,7 +20,17 @@ from rasterio.warp import transform_geom
 
 from geolink_store.constants import VECTOR_SUFFIXES, WGS84
 from geolink_store.errors import GeolinkError
-from geolink_store.grid import as_cells, cell_geometries, hex_id, points_to_cells, polygon_cells, resolution
+from geolink_store.grid import (
+    as_cells,
+    cell_geometries,
+    check_cell_count,
+    estimated_cells,
+    hex_id,
+    points_to_cells,
+    polygon_cells,
+    resolution,
+)
+from geolink_store.regions import split_at_antimeridian
 
 
 @dataclass(frozen=True)
@@ -105,10 +116,13 @@ def _from_vector(path: Path, label_column: str, res: int, min_share: float) -> C
 def _polygon_votes(polygons: gpd.GeoDataFrame, label_column: str, res: int, min_share: float) -> pd.DataFrame:
     """(h3, label, covered share) for every cell a polygon covers enough of.
 
-    A polygon must cover at least ``min_share`` of the cell's area.
+    A polygon must cover at least ``min_share`` of the cell's area. Polygons are checked, all together,
+    against the region size limit before any cell is listed.
     """
+    geometries = [split_at_antimeridian(geometry) for geometry in polygons.geometry]
+    check_cell_count(sum(estimated_cells(g, res) for g in geometries), res, "the label polygons")
     rows = []
-    for geometry, label in zip(polygons.geometry, polygons[label_column].astype(str), strict=True):
+    for geometry, label in zip(geometries, polygons[label_column].astype(str), strict=True):
         for cell in polygon_cells(geometry, res, contain="overlap"):
             rows.append((cell, label, geometry))
     if not rows:
@@ -147,16 +161,16 @@ def _resolve(votes: pd.DataFrame, dropped: dict[str, int]) -> CellLabels:
         raise GeolinkError("no labelled cells: the labels cover no cell of the requested resolution")
     totals = votes.groupby(["h3", "label"], as_index=False)["weight"].sum()
     best = totals.sort_values(["h3", "weight"], ascending=[True, False]).drop_duplicates("h3")
-    dropped = {k: v for k, v in dropped.items() if v} | {
-        "cells with conflicting labels": int(totals.h3.duplicated().sum())
-    }
+    conflicting = int(totals.h3.duplicated().sum())
+    dropped = {k: v for k, v in (dropped | {"cells with conflicting labels": conflicting}).items() if v}
     return CellLabels(best["h3"].to_numpy(np.int64), best["label"].astype(str).to_numpy(), dropped)
 
 
-def raster_labels(path: str | Path, fine_cells: np.ndarray, ignore: tuple[int, ...] = (0, 255)) -> CellLabels:
+def raster_labels(path: str | Path, fine_cells: np.ndarray, ignore: tuple[float, ...] = ()) -> CellLabels:
     """The majority class of a label raster's pixels inside each fine cell.
 
-    Pixels of ``ignore`` classes are skipped.
+    Every pixel value is a class (0 included) except nodata: the raster's declared nodata value, the pixels
+    its mask leaves out, NaN, and any value of ``ignore``. Integral float classes are named as integers.
     """
     path = Path(path)
     try:
@@ -167,15 +181,19 @@ def raster_labels(path: str | Path, fine_cells: np.ndarray, ignore: tuple[int, .
         if source.crs is None:
             raise GeolinkError(f"{path.name}: label raster without a CRS")
         classes = source.read(1)
+        labelled = source.read_masks(1) > 0
         shapes = [
             (transform_geom(WGS84, source.crs, shapely.geometry.mapping(g)), i + 1)
             for i, g in enumerate(cell_geometries(fine_cells))
         ]
         owner = rasterize(shapes, out_shape=classes.shape, transform=source.transform, fill=0, dtype="int32")
-    valid = (owner > 0) & ~np.isin(classes, ignore)
+    if classes.dtype.kind == "f":
+        labelled &= ~np.isnan(classes)
+    valid = (owner > 0) & labelled & ~np.isin(classes, ignore)
     if not valid.any():
-        raise GeolinkError(f"{path.name}: no labelled pixel falls in the store's fine cells")
-    votes = pd.DataFrame(
-        {"h3": fine_cells[owner[valid] - 1], "label": classes[valid].astype(str), "weight": 1.0}
-    )
+        raise GeolinkError(f"{path.name}: no labelled pixel (nodata aside) falls in the store's fine cells")
+    values = classes[valid]
+    if values.dtype.kind == "f" and np.all(values == np.round(values)):
+        values = values.astype(np.int64)
+    votes = pd.DataFrame({"h3": fine_cells[owner[valid] - 1], "label": values.astype(str), "weight": 1.0})
     return _resolve(votes, {})

@@ -1,8 +1,10 @@
 """Planning an ingest: inputs checked and the cells to encode decided before anything is written.
 
-:func:`plan_ingest` opens the imagery, the region and the store, refuses bad input, and leaves out the cells
-the store already holds for the model; every engine carries out the same :class:`IngestPlan`, partition by
-partition (cells grouped by a coarse H3 parent, each reading only its own OSM: :func:`partition_osm`).
+:func:`plan_ingest` checks the paths and the region (:mod:`geolink_store.preflight`), opens the imagery,
+makes sure the OSM holds features in the region and that the store's resolutions match, and only then loads
+the model, checks it against the store and leaves out the cells the store already holds for it; every engine
+carries out the same :class:`IngestPlan`, partition by partition (cells grouped by a coarse H3 parent, each
+reading only its own OSM: :func:`partition_osm`).
 """
 
 from __future__ import annotations
@@ -20,18 +22,23 @@ import torch
 from pyproj import CRS
 
 from geolink_store.chips import ChipTally
-from geolink_store.constants import CELLS, PATCHES
-from geolink_store.errors import InputError, StoreError
+from geolink_store.constants import CELLS, MAX_RES, PATCHES
+from geolink_store.errors import EmptySourceError, InputError, StoreError
 from geolink_store.graphs.builder import GraphBuilder
 from geolink_store.graphs.text import encoder_name
-from geolink_store.grid import cell_geometries, cell_lonlat, check_resolution, parents, region_cells
+from geolink_store.grid import cell_geometries, cell_lonlat, parents, region_cells
+from geolink_store.preflight import check_ingest_inputs
+from geolink_store.regions import CheckedRegion, cell_size_deg
 from geolink_store.sources.mosaic import ImagerySource, open_imagery
 from geolink_store.sources.osm import read_osm
-from geolink_store.store import Store, cells_schema, patches_schema
+from geolink_store.store import Store, cells_schema, parent_column, patches_schema
+from geolink_store.store.locations import is_remote
 from model import GeoLink, fingerprint
 
 Progress = Callable[[int], None]
 """Receives the number of cells finished as work completes."""
+ModelSource = GeoLink | Callable[[], GeoLink] | None
+"""A model, a function that loads one (called once the inputs passed their checks), or None: the default."""
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,8 @@ class IngestSettings:
             (``image`` and ``fused`` null) instead of being skipped.
         partition_levels: cells are processed in partitions of their parent this many resolutions coarser (3:
             about 343 cells each); a partition reads its OSM once and is the unit of work of the Ray engine.
+        allow_empty_osm: encode even when the OSM source holds no usable feature in the region (by default
+            that is refused: it is most often OSM of another place or in another CRS).
     """
 
     res: int = 9
@@ -61,6 +70,7 @@ class IngestSettings:
     overwrite: bool = False
     osm_only: bool = False
     partition_levels: int = 3
+    allow_empty_osm: bool = False
 
     @property
     def patch_res(self) -> int:
@@ -169,35 +179,40 @@ def plan_ingest(
     imagery: list[str],
     osm: str,
     *,
-    model: GeoLink | None = None,
+    model: ModelSource = None,
     model_name: str = "default",
     settings: IngestSettings | None = None,
     graph_builder: GraphBuilder | None = None,
 ) -> IngestPlan:
-    """Check the inputs and decide which cells to encode; opens (or creates) the store but writes no rows.
+    """Check the inputs and decide which cells to encode; writes nothing (a new store is only created).
+
+    The data checks run before ``model`` is loaded (when it is a loader), the model checks after.
 
     Raises:
-        InputError: bad settings, an image-only model, a text encoder of another width, a graph builder
-            without the geometry features the model reads, a missing OSM source.
-        StoreError: the store holds vectors of other widths than the model's.
+        InputError: bad settings, paths or region; OSM without a usable feature in the region (unless
+            ``settings.allow_empty_osm``); an image-only model, a text encoder of another width, a graph
+            builder without the geometry features the model reads.
+        StoreError: the store cannot be written to, or holds cells or patches of other resolutions or vectors
+            of other widths than this ingest's.
     """
     settings = settings or IngestSettings()
-    check_resolution(settings.res)
-    check_resolution(settings.patch_res, "fine resolution")
-    if settings.patch_res <= settings.res:
-        raise InputError(
-            f"the fine resolution fine_res={settings.patch_res} must be finer than res={settings.res}"
-        )
-    model = (model or GeoLink.default()).eval()
+    checked = check_ingest_inputs(db, region, imagery, osm, settings.res, settings.patch_res)
+    source = open_imagery(imagery)
+    cells = region_cells(checked.region, settings.res)
+    covered = source.covered_cells(cells)
+    if not settings.allow_empty_osm:
+        _require_osm(osm, checked, settings.res)
+    existing = Store.create_or_open(db) if is_remote(db) or Path(db).is_dir() else None
+    if existing is not None:
+        _check_store_resolutions(existing, settings)
+    model = _loaded(model)
     if not model.config.multimodal:
         raise InputError("ingest needs a multimodal GeoLink checkpoint (this one is image-only)")
-    report = IngestReport(model_id=fingerprint(model.config, model.state_dict()))
-
-    source = open_imagery(imagery)
-    cells = region_cells(region, settings.res)
-    report.cells_in_region = int(cells.size)
-    covered = source.covered_cells(cells)
-    report.cells_without_imagery = int(cells.size - covered.size)
+    report = IngestReport(
+        model_id=fingerprint(model.config, model.state_dict()),
+        cells_in_region=int(cells.size),
+        cells_without_imagery=int(cells.size - covered.size),
+    )
     chip_crs = source.chip_crs(*(float(v[0]) for v in cell_lonlat(covered[:1])))
     builder = graph_builder or GraphBuilder(geometry=model.config.node_geometry)
     if model.config.node_geometry and not builder.geometry:
@@ -210,9 +225,7 @@ def plan_ingest(
             f"the tag text encoder gives {builder.text_dim}-d features but the model expects "
             f"{model.config.osm_in_chans}-d: use the model's text encoder"
         )
-    if not Path(osm).exists():
-        raise InputError(f"OSM source not found: {osm}")
-    store = Store.create_or_open(db)
+    store = existing or Store.create_or_open(db)
     _check_store_widths(store, model)
     wanted = cells if settings.osm_only else covered
     todo = wanted if settings.overwrite else np.setdiff1d(wanted, store.existing_cells(report.model_id))
@@ -232,6 +245,49 @@ def plan_ingest(
         dtype=settings.dtype(next(model.parameters()).device),
         report=report,
     )
+
+
+def _loaded(model: ModelSource) -> GeoLink:
+    """The model to encode with, in eval mode: given, loaded, or the bundled default."""
+    if model is None:
+        model = GeoLink.default()
+    elif not isinstance(model, GeoLink):
+        model = model()
+    return model.eval()
+
+
+def _require_osm(osm: str, checked: CheckedRegion, res: int) -> None:
+    """Refuse OSM without a usable feature where the region's chips lie (a cell around the region).
+
+    That is most often OSM of another place or in another CRS, which would silently give no OSM anywhere.
+    """
+    west, south, east, north = checked.geometry.bounds
+    pad = cell_size_deg(res, max(abs(south), abs(north)))
+    bounds = max(-180.0, west - pad), max(-90.0, south - pad), min(180.0, east + pad), min(90.0, north + pad)
+    try:
+        read_osm(osm, bounds)
+    except EmptySourceError as error:
+        raise EmptySourceError(f"{error}; to encode without OSM, pass allow_empty_osm=") from None
+
+
+def _check_store_resolutions(store: Store, settings: IngestSettings) -> None:
+    """Refuse cells or patches of other resolutions than the store's (before anything is written)."""
+    tables = store.table_names()
+    if CELLS in tables:
+        names = set(store.table(CELLS).schema.names)
+        stored = sum(parent_column(k) in names for k in range(MAX_RES + 1))
+        if stored != settings.res:
+            raise StoreError(
+                f"the store's cells are at H3 resolution {stored} but this ingest asks for "
+                f"res={settings.res}: use res={stored}, or another db=... for this resolution"
+            )
+    if PATCHES in tables:
+        found = store.table(PATCHES).search().select(["res"]).limit(1).to_arrow()["res"].to_pylist()
+        if found and found[0] != settings.patch_res:
+            raise StoreError(
+                f"the store's patches are at H3 resolution {found[0]} but this ingest asks for "
+                f"fine_res={settings.patch_res}: use fine_res={found[0]}, or another db=..."
+            )
 
 
 def vector_widths(model: GeoLink) -> dict[str, int]:
@@ -274,7 +330,6 @@ def partition_cells(cells: np.ndarray, imaged: np.ndarray, res: int, levels: int
 
 def partition_osm(path: str, cells: np.ndarray) -> gpd.GeoDataFrame:
     """The OSM entities around a partition's chips: its hexagons' bounds grown by a cell on each side."""
-    hexagons = shapely.union_all(cell_geometries(cells))
-    west, south, east, north = hexagons.bounds
+    west, south, east, north = shapely.total_bounds(cell_geometries(cells))
     pad = max(east - west, north - south) / max(1.0, np.sqrt(cells.size))
     return read_osm(path, (west - pad, south - pad, east + pad, north + pad), allow_empty=True)

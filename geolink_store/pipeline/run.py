@@ -8,8 +8,14 @@ from typing import Protocol
 
 from geolink_store.graphs.builder import GraphBuilder
 from geolink_store.pipeline.engines.local import LocalEngine
-from geolink_store.pipeline.plan import IngestPlan, IngestReport, IngestSettings, Progress, plan_ingest
-from model import GeoLink
+from geolink_store.pipeline.plan import (
+    IngestPlan,
+    IngestReport,
+    IngestSettings,
+    ModelSource,
+    Progress,
+    plan_ingest,
+)
 
 
 class Engine(Protocol):
@@ -25,21 +31,23 @@ def ingest(
     imagery: list[str],
     osm: str,
     *,
-    model: GeoLink | None = None,
+    model: ModelSource = None,
     model_name: str = "default",
     settings: IngestSettings | None = None,
     graph_builder: GraphBuilder | None = None,
     engine: Engine | None = None,
     progress: Callable[[int], Progress] | None = None,
 ) -> IngestReport:
-    """Encode every cell of ``region`` covered by ``imagery`` into the store at ``db``.
+    """Encode every cell of ``region`` covered by ``imagery`` into the store at ``db``, then optimize it.
 
     Args:
         db: the store, a directory or an object-store URI (created if missing).
-        region: what :func:`~geolink_store.grid.region_cells` reads: a bbox, a GeoJSON or vector file, cells.
+        region: what :func:`~geolink_store.grid.region_cells` reads: a bbox (W > E wraps over the
+            antimeridian), a GeoJSON or vector file, cells.
         imagery: raster files or tile folders.
         osm: an OSM PBF, a vector file, or an official example folder.
-        model: the GeoLink to encode with (default: the bundled model).
+        model: the GeoLink to encode with, or a function that loads it once the inputs passed their checks
+            (default: the bundled model).
         model_name: its name in the ``models`` table.
         settings: see :class:`IngestSettings`.
         graph_builder: how OSM becomes graphs (default: :class:`~geolink_store.graphs.builder.GraphBuilder`,
@@ -61,5 +69,6 @@ def ingest(
         graph_builder=graph_builder,
     )
     (engine or LocalEngine()).run(plan, progress(int(plan.todo.size)) if progress else None)
+    plan.store.optimize()
     plan.report.seconds = time.perf_counter() - started
     return plan.report

@@ -26,6 +26,7 @@ import shapely
 from geolink_store import grid
 from geolink_store.constants import H3_COLUMN, MODALITIES, MODEL_COLUMN, WGS84, Modality
 from geolink_store.errors import GeolinkError
+from geolink_store.regions import checked_region, split_at_antimeridian
 from geolink_store.store import Store, parent_column
 from geolink_store.store._filters import quote
 from geolink_store.store.indexes import METRIC
@@ -70,6 +71,9 @@ def cells_of_features(path: str | os.PathLike, res: int) -> np.ndarray:
 
     These are the cells whose centre lies in a polygon, and the cell holding each point, line vertex or small
     polygon's representative point.
+
+    Raises:
+        GeolinkError: an unreadable file, no geometry, or polygons of more cells than the region size limit.
     """
     try:
         frame = gpd.read_file(path)
@@ -78,10 +82,15 @@ def cells_of_features(path: str | os.PathLike, res: int) -> np.ndarray:
     if frame.empty:
         raise GeolinkError(f"{path} holds no features")
     geometries = frame.to_crs(WGS84).geometry if frame.crs else frame.geometry
+    geometries = [
+        split_at_antimeridian(g) if g.geom_type in ("Polygon", "MultiPolygon") else g
+        for g in geometries
+        if g is not None and not g.is_empty
+    ]
+    polygons = [g for g in geometries if g.geom_type in ("Polygon", "MultiPolygon")]
+    grid.check_cell_count(sum(grid.estimated_cells(g, res) for g in polygons), res, "the like_file= polygons")
     cells: list[int] = []
     for geometry in geometries:
-        if geometry is None or geometry.is_empty:
-            continue
         inside = []
         if geometry.geom_type in ("Polygon", "MultiPolygon"):
             inside = list(grid.polygon_cells(geometry, res))
@@ -103,7 +112,7 @@ def spatial_filter(
     """A Lance SQL filter keeping cells inside ``within`` or under ``parent``; None when neither is given.
 
     ``within`` (``W,S,E,N`` or a vector file) keeps cells whose centre lies in it; ``parent`` keeps the cells
-    that descend from it.
+    that descend from it. ``within`` passes :func:`~geolink_store.regions.checked_region` (validity and size).
     """
     if within is not None and parent is not None:
         raise GeolinkError("give either within= or parent=, not both")
@@ -118,7 +127,7 @@ def spatial_filter(
         return f"{parent_column(parent_res)} = {int(cell)}"
     if within is None:
         return None
-    area = grid.region_geometry(within)
+    area = checked_region(within, res, "the within= region").geometry
     if area.equals(shapely.box(*area.bounds)):
         west, south, east, north = area.bounds
         return f"lon >= {west!r} AND lon <= {east!r} AND lat >= {south!r} AND lat <= {north!r}"

@@ -89,7 +89,7 @@ class ImagerySource:
         hexagons = cell_geometries(cells)
         covered = cells[shapely.intersects(hexagons, self.footprint)]
         if not covered.size:
-            region = _rounded(shapely.union_all(hexagons).bounds)
+            region = _rounded(shapely.total_bounds(hexagons))
             raise GeolinkError(
                 f"the region (lon/lat bounds {region}) misses the imagery {self.name} "
                 f"(lon/lat bounds {_rounded(self.footprint.bounds)}) entirely"

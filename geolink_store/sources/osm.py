@@ -25,11 +25,12 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pyogrio
 import shapely
-from pyproj import CRS
+from pyproj import CRS, Transformer
 
-from geolink_store.constants import VECTOR_SUFFIXES, WGS84
-from geolink_store.errors import GeolinkError
+from geolink_store.constants import GEOPARQUET_SUFFIXES, VECTOR_SUFFIXES, WGS84
+from geolink_store.errors import EmptySourceError, GeolinkError
 from geolink_store.sources.tags import normalise_tags
 
 log = logging.getLogger(__name__)
@@ -76,13 +77,15 @@ def read_osm(
         them so.
 
     Raises:
-        GeolinkError: the path is missing, unreadable, truncated or of an unknown format, or no entity lies in
-            the region.
+        GeolinkError: the path is missing, unreadable, truncated or of an unknown format, or its coordinates
+            are not in the CRS it declares (or, without one, not degrees).
+        EmptySourceError: no usable entity lies in the region; the message says why when it can tell
+            (geometries that cannot be repaired, features that lie elsewhere).
     """
-    entities = _read(Path(path), bbox_lonlat)
+    path = Path(path)
+    entities, unusable = _read(path, bbox_lonlat)
     if entities.empty and not allow_empty:
-        where = f" within {tuple(bbox_lonlat)}" if bbox_lonlat is not None else ""
-        raise GeolinkError(f"no OSM entities in {path}{where}: check the file and the region")
+        raise EmptySourceError(_nothing_usable(path, bbox_lonlat, unusable))
     return entities
 
 
@@ -110,7 +113,7 @@ def iter_osm_pieces(
                 piece[2] + margin_deg,
                 piece[3] + margin_deg,
             )
-            yield piece, _read(Path(path), grown)
+            yield piece, _read(Path(path), grown)[0]
 
 
 class OSMIndex:
@@ -228,7 +231,8 @@ def _numeric_scalar(dtype: object, data: object = b"") -> int | float | complex:
     return np.frombuffer(data, dtype=dtype)[0].item()
 
 
-def _read(path: Path, bbox_lonlat: BBox | None) -> gpd.GeoDataFrame:
+def _read(path: Path, bbox_lonlat: BBox | None) -> tuple[gpd.GeoDataFrame, int]:
+    """The usable entities (in the box) and how many more there had no geometry that could be repaired."""
     if bbox_lonlat is not None:
         bbox_lonlat = check_bbox(bbox_lonlat)
     if path.is_dir():
@@ -291,6 +295,9 @@ def _read_vector(path: Path, bbox_lonlat: BBox | None) -> gpd.GeoDataFrame:
     except Exception as error:
         raise GeolinkError(f"cannot read OSM vector file {path}: {error}") from error
     if frame.crs is None:
+        extent = frame.total_bounds if len(frame) else _file_extent(path)[0]
+        if extent is not None:
+            _check_degrees(path, extent, None)
         log.warning("%s has no CRS; assuming EPSG:4326 lon/lat", path)
         frame = frame.set_crs(WGS84)
     if "tags" in frame.columns:
@@ -313,7 +320,8 @@ def _concat(frames: list[gpd.GeoDataFrame]) -> gpd.GeoDataFrame:
     return gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), crs=WGS84)
 
 
-def _repaired(entities: gpd.GeoDataFrame, source: str) -> gpd.GeoDataFrame:
+def _repaired(entities: gpd.GeoDataFrame, source: str) -> tuple[gpd.GeoDataFrame, int]:
+    """The entities with invalid geometries repaired, and how many were dropped (empty or unrepairable)."""
     geoms = np.asarray(entities.geometry.values, dtype=object)
     usable = ~(shapely.is_missing(geoms) | shapely.is_empty(geoms))
     invalid = usable & ~shapely.is_valid(geoms)
@@ -331,7 +339,64 @@ def _repaired(entities: gpd.GeoDataFrame, source: str) -> gpd.GeoDataFrame:
         log.info("%s: dropped %d empty or unrepairable geometries", source, dropped)
     out = entities.iloc[np.flatnonzero(usable)].copy()
     out.geometry = gpd.GeoSeries(geoms[usable], crs=entities.crs, index=out.index)
-    return out.reset_index(drop=True)
+    return out.reset_index(drop=True), dropped
+
+
+def _nothing_usable(path: Path, bbox_lonlat: BBox | None, unusable: int) -> str:
+    """Why ``path`` gave no entity in the box: geometries beyond repair, or features elsewhere."""
+    where = f" within lon/lat {_rounded(bbox_lonlat)}" if bbox_lonlat is not None else ""
+    reasons = []
+    if unusable:
+        reasons.append(
+            f"{unusable} feature(s) there have no usable geometry (empty, or a ring of fewer than 3 "
+            "distinct points)"
+        )
+    extent, crs = _file_extent(path)
+    if extent is not None:
+        lonlat = _check_degrees(path, extent, crs)
+        if bbox_lonlat is not None and not shapely.box(*lonlat).intersects(shapely.box(*bbox_lonlat)):
+            reasons.append(f"its features lie within lon/lat {_rounded(lonlat)}: OSM of another place?")
+    why = "; ".join(reasons) or "check the file and the region"
+    return f"no OSM entities in {path}{where}: {why}"
+
+
+def _file_extent(path: Path) -> tuple[BBox | None, CRS | None]:
+    """A vector file's feature extent in its own CRS and that CRS (None, None for other sources)."""
+    suffix = path.suffix.lower()
+    if not path.is_file() or suffix not in VECTOR_SUFFIXES or suffix in GEOPARQUET_SUFFIXES:
+        return None, None
+    try:
+        info = pyogrio.read_info(path, force_total_bounds=True)
+    except Exception:  # noqa: BLE001 - the extent only improves an error message
+        return None, None
+    extent = info.get("total_bounds")
+    if extent is None or not np.isfinite(extent).all():
+        return None, None
+    return tuple(float(v) for v in extent), CRS.from_user_input(info["crs"]) if info.get("crs") else None
+
+
+def _check_degrees(path: Path, extent: Sequence[float], crs: CRS | None) -> BBox:
+    """``extent`` (in ``crs``, else taken as degrees) in lon/lat degrees, or an error naming the CRS mistake.
+
+    Raises:
+        GeolinkError: the coordinates are not degrees once converted: a CRS missing or wrong in the file.
+    """
+    lonlat = extent
+    if crs is not None:
+        lonlat = Transformer.from_crs(crs, WGS84, always_xy=True).transform_bounds(*extent)
+    west, south, east, north = lonlat
+    if np.isfinite(lonlat).all() and -180 <= west <= east <= 180 and -90 <= south <= north <= 90:
+        return west, south, east, north
+    declared = f"its CRS is {crs.to_string()}" if crs is not None else "without a CRS EPSG:4326 is assumed"
+    raise GeolinkError(
+        f"CRS mistake in {path}: its coordinates {_rounded(extent)} are not lon/lat degrees, yet {declared} "
+        '(a GeoJSON without a "crs" member is EPSG:4326 by definition); they look like metres of a '
+        "projected CRS: save the file with that CRS (a UTM zone, for instance) or reproject it to EPSG:4326"
+    )
+
+
+def _rounded(values: Sequence[float]) -> str:
+    return "(" + ", ".join(f"{float(v):.6g}" for v in values) + ")"
 
 
 def _parse_tags(value: object) -> dict[str, str] | str:

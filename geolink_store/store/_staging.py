@@ -8,7 +8,6 @@ transaction that also deletes the rows they replace. Until that commit readers s
 from __future__ import annotations
 
 import json
-from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -16,13 +15,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
-from geolink_store._optional import import_optional
 from geolink_store.constants import MODEL_COLUMN
 from geolink_store.store._filters import model_filter
+from geolink_store.store._lance import lance_module
 
 if TYPE_CHECKING:
     from lance import LanceDataset
     from lance.fragment import FragmentMetadata
+
+_PURPOSE = "staged writes (the Ray engine)"
 
 
 def write_fragments(uri: str, data: pa.Table, schema: pa.Schema) -> list[str]:
@@ -31,7 +32,8 @@ def write_fragments(uri: str, data: pa.Table, schema: pa.Schema) -> list[str]:
     Returns:
         Each fragment's metadata as JSON, for :func:`commit_fragments`.
     """
-    written = _lance().fragment.write_fragments(data.select(schema.names).cast(schema), uri, schema=schema)
+    rows = data.select(schema.names).cast(schema)
+    written = lance_module(_PURPOSE).fragment.write_fragments(rows, uri, schema=schema)
     return [json.dumps(fragment.to_json()) for fragment in written]
 
 
@@ -46,7 +48,7 @@ def commit_fragments(uri: str, fragments_json: list[str], key: str, cells: np.nd
     """
     if not fragments_json:
         return False
-    lance = _lance()
+    lance = lance_module(_PURPOSE)
     fragments = [lance.fragment.FragmentMetadata.from_json(f) for f in fragments_json]
     dataset = lance.dataset(uri)
     committed = {data.path for fragment in dataset.get_fragments() for data in fragment.data_files()}
@@ -82,10 +84,6 @@ def _drop_rows(
         else:
             updated.append(remaining)
     return removed, updated
-
-
-def _lance() -> ModuleType:
-    return import_optional("lance", "staged writes (the Ray engine)")
 
 
 class StagingJournal:

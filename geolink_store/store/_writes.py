@@ -32,12 +32,8 @@ def merge(target: lancedb.table.Table, table: str, batch: pa.Table) -> tuple[int
     Raises:
         InputError: the batch does not fit the table's schema, or repeats a key.
     """
-    batch = conform(table, batch, target.schema)
     keys = list(TABLE_KEYS[table])
-    if batch.group_by(keys).aggregate([]).num_rows != batch.num_rows:
-        raise InputError(
-            f"rows for {table!r} repeat a key ({', '.join(keys)}); each key may appear once per batch"
-        )
+    batch = prepared(table, batch, target.schema)
     result = (
         target.merge_insert(keys)
         .when_matched_update_all()
@@ -45,6 +41,21 @@ def merge(target: lancedb.table.Table, table: str, batch: pa.Table) -> tuple[int
         .execute(batch, on_bad_vectors="null")  # the nullable osm column may hold nulls
     )
     return result.num_inserted_rows, result.num_updated_rows
+
+
+def prepared(table: str, batch: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``batch`` conformed to ``schema`` (see :func:`conform`), each key once.
+
+    Raises:
+        InputError: the batch does not fit the schema, or repeats a key.
+    """
+    batch = conform(table, batch, schema)
+    keys = list(TABLE_KEYS[table])
+    if batch.group_by(keys).aggregate([]).num_rows != batch.num_rows:
+        raise InputError(
+            f"rows for {table!r} repeat a key ({', '.join(keys)}); each key may appear once per batch"
+        )
+    return batch
 
 
 def conform(table: str, batch: pa.Table, schema: pa.Schema) -> pa.Table:

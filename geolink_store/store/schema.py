@@ -132,3 +132,19 @@ DECLARED_SCHEMAS: dict[str, pa.Schema] = {
     PREDICTIONS: PREDICTIONS_SCHEMA,
 }
 """The tables whose schema is fixed; ``cells`` and ``patches`` take the vector widths of their first rows."""
+
+
+def expected_schema(table: str, stored: pa.Schema) -> pa.Schema | None:
+    """The schema geolink writes for ``table``, with the vector widths and resolution of ``stored``.
+
+    None for a table geolink does not declare (one made with ``geolink sql --write``, say).
+    """
+    if table in DECLARED_SCHEMAS:
+        return DECLARED_SCHEMAS[table]
+    widths = {field.name: field.type.list_size for field in stored if pa.types.is_fixed_size_list(field.type)}
+    if table == CELLS:
+        res = sum(name.startswith("h3_r") for name in stored.names)
+        return cells_schema(widths.get("image", 0), widths.get("osm", 0), widths.get("fused", 0), res)
+    if table == PATCHES:
+        return patches_schema(widths.get("image", 0), widths.get("fused", 0))
+    return None

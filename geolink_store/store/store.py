@@ -10,7 +10,10 @@ and re-writing a row replaces it. A killed writer therefore leaves whole batches
 (optionally skipping :meth:`Store.existing_cells`) ends with exactly the rows of an uninterrupted run. The
 second write path, for distributed writers, stages fragments and commits each table once
 (:meth:`Store.write_fragments`, :meth:`Store.commit_fragments`, :meth:`Store.journal`). Vector indexes:
-:mod:`geolink_store.store.indexes`.
+:mod:`geolink_store.store.indexes`. Upkeep (:meth:`Store.optimize`), verification (:meth:`Store.check`) and
+recovery (:meth:`Store.restore`): :mod:`~geolink_store.store.upkeep`, :mod:`~geolink_store.store.check`,
+:mod:`~geolink_store.store.versions`. Every table the store hands out reports a damaged file as a
+:class:`~geolink_store.store.damage.DamagedTableError` (:mod:`~geolink_store.store.damage`).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lancedb
 import numpy as np
@@ -31,10 +34,14 @@ from geolink_store.constants import CELLS, H3_COLUMN, MODEL_COLUMN, MODELS
 from geolink_store.errors import InputError, StoreError
 from geolink_store.store._filters import model_filter
 from geolink_store.store._staging import StagingJournal, commit_fragments, write_fragments
-from geolink_store.store._writes import Rows, batches, conform, merge
-from geolink_store.store.indexes import INDEX_MIN_ROWS, build_indexes, index_state
+from geolink_store.store._writes import Rows, batches, conform, merge, prepared
+from geolink_store.store.check import Problem, check_table
+from geolink_store.store.damage import GuardedTable, guard
+from geolink_store.store.indexes import INDEX_MIN_ROWS, REFRESH_SHARE, build_indexes, index_state
 from geolink_store.store.locations import file_system, is_remote, size_bytes
 from geolink_store.store.schema import CELL_KEY, DECLARED_SCHEMAS, MODELS_SCHEMA, TABLE_KEYS, VECTOR_COLUMNS
+from geolink_store.store.upkeep import Retention, optimize_table
+from geolink_store.store.versions import restore
 
 
 @dataclass(frozen=True)
@@ -123,17 +130,26 @@ class Store:
         return sorted(self._db.list_tables().tables)
 
     def table(self, name: str) -> lancedb.table.Table:
-        """An open LanceDB table.
+        """An open LanceDB table, whose damaged files are reported as such (a :class:`GuardedTable`).
 
         Raises:
             StoreError: the store has no such table.
+            DamagedTableError: its newest manifest cannot be read (later calls raise it for other damage).
         """
+        self._require(name)
+        return self._open(name)
+
+    def _require(self, name: str) -> None:
         names = self.table_names()
         if name not in names:
             raise StoreError(
                 f"store {self.location} has no table {name!r} (tables: {', '.join(names) or 'none'})"
             )
-        return self._db.open_table(name)
+
+    def _open(self, name: str) -> lancedb.table.Table:
+        with guard(name, self.location):
+            opened = self._db.open_table(name)
+        return cast("lancedb.table.Table", GuardedTable(opened, name, self.location))
 
     def register_model(
         self,
@@ -177,7 +193,8 @@ class Store:
         """Insert or replace rows keyed on :data:`~geolink_store.store.schema.TABLE_KEYS`.
 
         Each batch is one atomic Lance commit (``merge_insert``), so rerunning an interrupted write never
-        duplicates a row. A missing table is created on the first write, with its declared schema
+        duplicates a row. A missing table is created holding the first batch, in that batch's one commit
+        (so a failed first write leaves no table), with its declared schema
         (:data:`~geolink_store.store.schema.DECLARED_SCHEMAS`) or else the first batch's.
 
         Args:
@@ -192,18 +209,42 @@ class Store:
         if table not in TABLE_KEYS:
             raise InputError(f"unknown table {table!r}; the store writes {', '.join(TABLE_KEYS)}")
         inserted = updated = commits = 0
-        target = self._db.open_table(table) if table in self.table_names() else None
+        target = self._open(table) if table in self.table_names() else None
         for batch in batches(data):
+            created = target is None and self._create(table, batch)
             if target is None:
-                schema = DECLARED_SCHEMAS.get(table, batch.schema)
-                target = self._db.create_table(table, schema=schema, exist_ok=True)
-            added, replaced = merge(target, table, batch)
+                target = self._open(table)
+            added, replaced = (batch.num_rows, 0) if created else merge(target, table, batch)
             inserted += added
             updated += replaced
             commits += 1
         if index and target is not None and table in VECTOR_COLUMNS:
-            self.build_indexes(table)
+            build_indexes(target, table, INDEX_MIN_ROWS, refresh_share=REFRESH_SHARE)
         return UpsertResult(inserted=inserted, updated=updated, commits=commits)
+
+    def _create(self, table: str, batch: pa.Table) -> bool:
+        """Create ``table`` holding ``batch``, in one commit; False when another writer created it first.
+
+        A create that fails leaves no table: the data files Lance wrote before its commit are removed.
+        """
+        schema = DECLARED_SCHEMAS.get(table, batch.schema)
+        rows = prepared(table, batch, schema)
+        try:
+            self._db.create_table(table, data=rows, schema=schema, on_bad_vectors="null")
+        except Exception:
+            if self._committed(table):
+                return False
+            self._db.drop_table(table, ignore_missing=True)
+            raise
+        return True
+
+    def _committed(self, table: str) -> bool:
+        """Whether ``table`` has a committed version (a folder of data files alone has none)."""
+        try:
+            self._db.open_table(table)
+        except ValueError:  # lancedb's "table was not found"
+            return False
+        return True
 
     def ensure_table(self, table: str, schema: pa.Schema) -> pa.Schema:
         """Create ``table`` empty with ``schema`` unless it exists; return its schema.
@@ -301,28 +342,64 @@ class Store:
         """
         return build_indexes(self.table(table), table, min_rows)
 
-    def info(self) -> dict[str, Any]:
-        """A summary: path, size on disk, and per table its rows, models, vector widths and index state."""
-        tables = {}
+    def optimize(self, retention: Retention | None = None) -> dict[str, dict[str, Any]]:
+        """Merge index segments, compact fragments and prune old versions of every table (ingest ends so).
+
+        Args:
+            retention: which old versions to keep (default: those that cost no data; see :class:`Retention`).
+
+        Returns:
+            Per table, its versions, fragments, index segments and bytes ``before`` and ``after``.
+        """
+        retention = retention or Retention()
+        done = {}
         for name in self.table_names():
-            target = self.table(name)
-            tables[name] = {
-                "rows": target.count_rows(),
-                "models": self.model_ids(name)
-                if MODEL_COLUMN in target.schema.names and name != MODELS
-                else [],
-                "vectors": {
-                    field.name: field.type.list_size
-                    for field in target.schema
-                    if pa.types.is_fixed_size_list(field.type)
-                },
-                **index_state(target),
-            }
+            with guard(name, self.location):
+                done[name] = optimize_table(self.table_uri(name), retention)
+        return done
+
+    def check(self) -> list[Problem]:
+        """Every problem of every table (none: the store is whole); see :mod:`geolink_store.store.check`."""
+        return [
+            problem
+            for name in self.table_names()
+            for problem in check_table(self.location, self.table_uri(name), name)
+        ]
+
+    def restore(self, table: str, version: int) -> int:
+        """Make ``version`` of ``table`` its newest again (a new commit); returns the newest version after.
+
+        Raises:
+            StoreError: no such table or version, or that version is unreadable too.
+        """
+        self._require(table)
+        return restore(self.table_uri(table), table, version)
+
+    def info(self) -> dict[str, Any]:
+        """A summary: path, size on disk, models, and per table what :meth:`table_info` gives."""
         return {
             "path": self.location,
             "size_bytes": size_bytes(self.location),
-            "tables": tables,
+            "tables": {name: self.table_info(name) for name in self.table_names()},
             "models": self.models(),
+        }
+
+    def table_info(self, name: str) -> dict[str, Any]:
+        """A table's rows, models, vector widths, version, versions kept, fragments, bytes and index state."""
+        target = self.table(name)
+        return {
+            "rows": target.count_rows(),
+            "models": self.model_ids(name) if MODEL_COLUMN in target.schema.names and name != MODELS else [],
+            "vectors": {
+                field.name: field.type.list_size
+                for field in target.schema
+                if pa.types.is_fixed_size_list(field.type)
+            },
+            "version": target.version,
+            "versions": len(target.list_versions()),
+            "fragments": target.stats()["fragment_stats"]["num_fragments"],
+            "size_bytes": size_bytes(self.table_uri(name)),
+            **index_state(target),
         }
 
 

@@ -13,6 +13,7 @@ import re
 import resource
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import h3
@@ -566,3 +567,331 @@ def test_pretrain_bad_config_json(tmp_path: Path) -> None:
 def test_demo_out_is_a_file(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     assert_one_error(run("demo", "--out", tmp_path / "file"), usage=True)
+
+
+# ---- every region form passes the same size and validity checks, before torch or the model loads ----
+
+COLD = """
+import sys, time
+from click.testing import CliRunner
+from geolink_store.cli import main
+started = time.perf_counter()
+result = CliRunner().invoke(main, sys.argv[1:])
+sys.stderr.write(result.stderr)
+print(result.exit_code, time.perf_counter() - started, "torch" in sys.modules)
+"""
+FAST_S = 2.0
+"""The most seconds a command may take to refuse input that needs no data read (the interpreter's own start
+excluded)."""
+
+
+def run_cold(*args: object) -> tuple[int, float, bool, str]:
+    """A command in a fresh interpreter: its exit code, seconds, whether torch was imported, and stderr."""
+    done = subprocess.run(
+        [sys.executable, "-c", COLD, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    code, seconds, torch_loaded = done.stdout.split()
+    return int(code), float(seconds), torch_loaded == "True", done.stderr
+
+
+def _feature_collection(*geometries: dict, properties: dict | None = None) -> str:
+    features = [{"type": "Feature", "properties": properties or {}, "geometry": g} for g in geometries]
+    return json.dumps({"type": "FeatureCollection", "features": features})
+
+
+def _polygon(*ring: tuple[float, float]) -> dict:
+    return {"type": "Polygon", "coordinates": [[list(point) for point in (*ring, ring[0])]]}
+
+
+AFRICA = _polygon((-15.0, 10.0), (40.0, 5.0), (30.0, -30.0), (12.0, -20.0))
+"""A continent-sized, non-rectangular polygon."""
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("continent-file", "H3 cells at resolution 12 (limit"),
+        ("res0-cell", "H3 cells at resolution 12 (limit"),
+        ("res3-cells", "H3 cells at resolution 12 (limit"),
+        ("id-beyond-64-bits", "not a valid H3 cell id"),
+        ("missing-imagery", "does not exist"),
+        ("zero-byte-model", "empty (0 bytes)"),
+        ("empty-db", "--db is empty"),
+    ],
+)
+def test_ingest_refuses_fast_before_torch_loads(tmp_path: Path, case: str, expected: str) -> None:
+    """Each is one error line within FAST_S seconds, torch never imported, and nothing written."""
+    (tmp_path / "africa.geojson").write_text(_feature_collection(AFRICA))
+    (tmp_path / "empty.pth").write_bytes(b"")
+    kampala = h3.latlng_to_cell(0.35, 32.59, 3)
+    args = {
+        "continent-file": ingest_args(tmp_path / "db", region=str(tmp_path / "africa.geojson")),
+        "res0-cell": ingest_args(tmp_path / "db", region=h3.cell_to_parent(kampala, 0)),
+        "res3-cells": ingest_args(tmp_path / "db", region=",".join(h3.grid_disk(kampala, 1))),
+        "id-beyond-64-bits": ingest_args(tmp_path / "db", region="ffffffffffffffffffff"),
+        "missing-imagery": ingest_args(tmp_path / "db", imagery=tmp_path / "nowhere.tif"),
+        "zero-byte-model": ingest_args(tmp_path / "db", extra=("--model", tmp_path / "empty.pth")),
+        "empty-db": ingest_args(Path("")),
+    }[case]
+    if case == "empty-db":
+        args[2] = ""
+    code, seconds, torch_loaded, stderr = run_cold(*args)
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert code == 1 and len(lines) == 1 and lines[0].startswith("error: "), stderr
+    assert expected.lower() in lines[0].lower(), lines[0]
+    assert not torch_loaded and seconds < FAST_S, (torch_loaded, seconds)
+    assert not (tmp_path / "db").exists() and not Path("cells.lance").exists()
+
+
+@pytest.mark.parametrize("form", ["bbox", "file"])
+def test_a_small_region_across_the_antimeridian_is_its_real_size(db: Path, tmp_path: Path, form: str) -> None:
+    """200 m across +-180 degrees (a bbox with W > E, or a polygon crossing it) is a few hundred cells, not a
+    band around the world: the error is the real one (no imagery there)."""
+    west, east, south, north = 179.999, -179.999, -16.5, -16.4982
+    region = f"{west},{south},{east},{north}"
+    if form == "file":
+        (tmp_path / "fiji.geojson").write_text(
+            _feature_collection(_polygon((west, south), (east, south), (east, north), (west, north)))
+        )
+        region = str(tmp_path / "fiji.geojson")
+    before = store_digest(db)
+    message = assert_one_error(run(*ingest_args(db, region=region)), contains="misses the imagery")
+    assert "H3 cells at resolution" not in message
+    assert store_digest(db) == before
+
+
+def test_continent_label_polygons_are_refused(db: Path, tmp_path: Path) -> None:
+    (tmp_path / "labels.geojson").write_text(_feature_collection(AFRICA, properties={"label": "land"}))
+    before = store_digest(db)
+    result = run("heads", "train", "--db", db, "--labels", tmp_path / "labels.geojson")
+    assert_one_error(result, contains="label polygons would hold about")
+    assert store_digest(db) == before
+
+
+def test_label_csv_with_an_id_beyond_64_bits(db: Path, tmp_path: Path) -> None:
+    labels = _labels_csv(tmp_path / "big.csv", [("f" * 20, "a"), ("e" * 20, "b")])
+    before = store_digest(db)
+    assert_one_error(run("heads", "train", "--db", db, "--labels", labels), contains="not a valid H3 cell id")
+    assert store_digest(db) == before
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("within-bbox", "--within region would hold about"),
+        ("within-file", "--within region would hold about"),
+        ("like-file", "--like-file polygons would hold about"),
+        ("cell-beyond-64-bits", "not a valid H3 cell id"),
+    ],
+)
+def test_search_regions_pass_the_size_check(
+    db: Path, tmp_path: Path, cells: list[int], case: str, expected: str
+) -> None:
+    """A continent as --within or --like-file at res 12, or an id beyond 64 bits: one line within FAST_S."""
+    africa = tmp_path / "africa.geojson"
+    africa.write_text(_feature_collection(AFRICA))
+    query = ("--cell", h3.int_to_str(cells[0]))
+    args = {
+        "within-bbox": (*query, "--within", "-20,-35,50,35"),
+        "within-file": (*query, "--within", africa),
+        "like-file": ("--like-file", africa),
+        "cell-beyond-64-bits": ("--cell", "f" * 20),
+    }[case]
+    started = time.perf_counter()
+    result = run("search", "--db", db, *args)
+    seconds = time.perf_counter() - started
+    assert_one_error(result, contains=expected)
+    assert seconds < FAST_S, seconds
+
+
+# ---- OSM without a usable feature in the region is refused (unless --allow-empty-osm) ----
+
+MONACO_BUILDING = _polygon((7.4200, 43.7300), (7.4202, 43.7300), (7.4202, 43.7302))
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("another-place", "OSM of another place"),
+        ("metres-without-crs", "CRS mistake"),
+        ("two-point-ring", "no usable geometry"),
+        ("pbf-of-another-place", "no OSM entities"),
+    ],
+)
+def test_osm_without_a_usable_feature(db: Path, tmp_path: Path, case: str, expected: str) -> None:
+    import pyrosm
+
+    lon, lat = (SAMPLE.bbox[0] + SAMPLE.bbox[2]) / 2, (SAMPLE.bbox[1] + SAMPLE.bbox[3]) / 2
+    geometry = {
+        "another-place": MONACO_BUILDING,
+        "metres-without-crs": {"type": "Point", "coordinates": [454_000.0, 38_700.0]},
+        "two-point-ring": {"type": "Polygon", "coordinates": [[[lon, lat], [lon + 1e-4, lat], [lon, lat]]]},
+    }.get(case)
+    osm = Path(pyrosm.get_data("test_pbf"))
+    if geometry is not None:
+        osm = tmp_path / f"{case}.geojson"
+        osm.write_text(_feature_collection(geometry, properties={"building": "yes"}))
+    before = store_digest(db)
+    line = assert_one_error(run(*ingest_args(db, osm=osm, extra=("--overwrite",))), contains=expected)
+    assert "--allow-empty-osm" in line or case == "metres-without-crs", line
+    assert store_digest(db) == before
+
+
+def test_allow_empty_osm_encodes_without_osm(tmp_path: Path, cells: list[int]) -> None:
+    (tmp_path / "monaco.geojson").write_text(
+        _feature_collection(MONACO_BUILDING, properties={"building": "y"})
+    )
+    args = ingest_args(tmp_path / "db", region=small_region(cells), osm=tmp_path / "monaco.geojson")
+    result = run(*args, "--allow-empty-osm", "--format", "json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["cells_encoded"] == 3 and report["cells_with_osm"] == 0, report
+
+
+# ---- --db: empty, or a folder that is no store ----
+
+READERS = [
+    ("info",),
+    ("search", "--lonlat", "32.59,0.35"),
+    ("sql", "SELECT 1"),
+    ("export", "--out", "out.parquet"),
+    ("heads", "list"),
+    ("heads", "predict", "--head", "x"),
+    ("index",),
+]
+
+
+@pytest.mark.parametrize("command", READERS, ids=[" ".join(c[:2]) for c in READERS])
+def test_readers_refuse_a_folder_that_is_no_store(tmp_path: Path, command: tuple[str, ...]) -> None:
+    folder = tmp_path / "documents"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("not a store")
+    group, rest = (command[:2], command[2:]) if command[0] == "heads" else (command[:1], command[1:])
+    assert_one_error(run(*group, "--db", folder, *rest), contains="is not a geolink store")
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
+
+
+@pytest.mark.parametrize("command", READERS[:3], ids=[c[0] for c in READERS[:3]])
+def test_readers_refuse_an_empty_db(tmp_path: Path, command: tuple[str, ...]) -> None:
+    assert_one_error(run(command[0], "--db", "", *command[1:]), contains="--db is empty")
+
+
+# ---- heads: enough labelled cells, nothing written by a command that fails ----
+
+
+def test_too_few_labelled_cells_says_how_many_are_needed(db: Path, tmp_path: Path, cells: list[int]) -> None:
+    labels = _labels_csv(
+        tmp_path / "two.csv", [(h3.int_to_str(cells[0]), "a"), (h3.int_to_str(cells[40]), "b")]
+    )
+    before = store_digest(db)
+    result = run("heads", "train", "--db", db, "--labels", labels, "--split", "random")
+    assert_one_error(result, contains="at least 10 on each side of the split, about 40 labelled cells")
+    assert store_digest(db) == before
+
+
+@pytest.fixture(scope="module")
+def head_id(db: Path, cells: list[int], tmp_path_factory) -> str:
+    """A head trained once on the module store (tests take their digest after it exists)."""
+    path = tmp_path_factory.mktemp("head") / "labels.csv"
+    labels = _labels_csv(path, [(h3.int_to_str(c), "ab"[i % 2]) for i, c in enumerate(cells)])
+    result = run("heads", "train", "--db", db, "--labels", labels, "--split", "random", "--format", "json")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)["head_id"]
+
+
+@pytest.mark.parametrize("where", ["missing-folder", "no-map-suffix"])
+def test_predict_with_a_bad_map_writes_no_predictions(
+    db: Path, tmp_path: Path, head_id: str, where: str
+) -> None:
+    target = tmp_path / "nowhere" / "map.png" if where == "missing-folder" else tmp_path / "map.jpg"
+    before = store_digest(db)
+    assert_one_error(
+        run("heads", "predict", "--db", db, "--head", head_id, "--map", target), contains="--map"
+    )
+    assert store_digest(db) == before and not target.exists()
+
+
+def test_failed_compare_leaves_no_new_head(db: Path, tmp_path: Path, cells: list[int]) -> None:
+    """39 labelled cells with OSM and every one without: the image head trains (40 or more cells), the OSM
+    one has only 39 and fails, and no head of the comparison is saved."""
+    stored = Store.open(db).table("cells").to_arrow()
+    no_osm = [
+        c for c, v in zip(stored["h3"].to_pylist(), stored["osm"].to_pylist(), strict=True) if v is None
+    ]
+    assert no_osm, "the sample has cells without OSM"
+    chosen = no_osm + [c for c in cells if c not in no_osm][:39]
+    labels = _labels_csv(
+        tmp_path / "mixed.csv", [(h3.int_to_str(c), "ab"[i % 2]) for i, c in enumerate(chosen)]
+    )
+    before = store_digest(db)
+    result = run("heads", "compare", "--db", db, "--labels", labels, "--split", "random")
+    assert_one_error(result, contains="labelled cells match stored vectors")
+    assert store_digest(db) == before
+
+
+# ---- a re-ingest at other resolutions is refused before anything is written ----
+
+
+@pytest.mark.parametrize(
+    ("resolutions", "expected"),
+    [(("--res", 11, "--fine-res", 13), "resolution 12"), (("--res", 12, "--fine-res", 14), "resolution 13")],
+    ids=["other-res", "other-fine-res"],
+)
+def test_reingest_at_other_resolutions_writes_nothing(db: Path, resolutions: tuple, expected: str) -> None:
+    args = ingest_args(db, extra=("--overwrite",))
+    args = args[: args.index("--res")] + [*resolutions, "--overwrite"]
+    before = store_digest(db)
+    assert_one_error(run(*args), contains=expected)
+    assert store_digest(db) == before
+
+
+# ---- pretrain ----
+
+
+def test_pretrain_unknown_architecture(tmp_path: Path) -> None:
+    (tmp_path / "shards").mkdir()
+    result = run(
+        "pretrain",
+        "--data",
+        tmp_path / "shards",
+        "--out",
+        tmp_path / "run",
+        "--architecture",
+        "vit_huge_nope",
+    )
+    assert_one_error(result, contains="vit_huge_nope")
+    assert not (tmp_path / "run").exists()
+
+
+def test_pretrain_unknown_config_key(tmp_path: Path) -> None:
+    (tmp_path / "shards").mkdir()
+    (tmp_path / "config.json").write_text(json.dumps({"data": "shards", "out": "run", "learning_rate": 1}))
+    result = run("pretrain", "--data", tmp_path / "shards", "--config", tmp_path / "config.json")
+    assert_one_error(result, contains="learning_rate")
+
+
+def test_pretrain_truncated_shard(tmp_path: Path) -> None:
+    shards = tmp_path / "shards"
+    prepared = run(
+        "pretrain", "--prepare", "--region", SAMPLE.region, "--imagery", SAMPLE.imagery, "--osm", SAMPLE.osm,
+        "--res", SAMPLE.res, "--data", shards,
+    )  # fmt: skip
+    assert prepared.exit_code == 0, prepared.output
+    shard = sorted(shards.glob("*.safetensors"))[0]
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    result = run("pretrain", "--data", shards, "--out", tmp_path / "run", "--steps", 1, "--batch-size", 2)
+    assert_one_error(result, contains=shard.name)
+
+
+def test_pretrain_prepare_refuses_a_continent(tmp_path: Path) -> None:
+    (tmp_path / "africa.geojson").write_text(_feature_collection(AFRICA))
+    result = run(
+        "pretrain", "--prepare", "--region", tmp_path / "africa.geojson", "--imagery", SAMPLE.imagery,
+        "--res", 12, "--data", tmp_path / "shards",
+    )  # fmt: skip
+    assert_one_error(result, contains="H3 cells at resolution 12 (limit")
+    assert not (tmp_path / "shards").exists()

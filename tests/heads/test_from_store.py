@@ -162,3 +162,32 @@ def test_label_raster_trains_a_segmentation_head_on_patches(sample_store_copy: P
     assert trained.metrics["table"] == "patches"
     assert set(trained.metrics["per_class_iou"]) == {"1", "2"} and 0 <= trained.metrics["miou"] <= 1
     assert trained.metrics["train"] + trained.metrics["test"] > 300
+
+
+@pytest.mark.parametrize("nodata", ["declared-99", "nan", "declared-nan"])
+def test_raster_nodata_is_never_a_class_and_0_is_one(sample_store: Path, tmp_path: Path, nodata: str) -> None:
+    """Buildings 1, ground 0, and a nodata stripe over the western third: labels are exactly {0, 1}."""
+    import rasterio
+    from rasterio.features import rasterize
+    from rasterio.transform import from_bounds
+
+    from geolink_store.heads.labels import raster_labels
+
+    buildings = gpd.read_file(SAMPLE.osm).to_crs(32636)
+    west, south, east, north = buildings.total_bounds
+    width, height = int((east - west) / 0.5), int((north - south) / 0.5)
+    transform = from_bounds(west, south, east, north, width, height)
+    classes = rasterize(((g, 1) for g in buildings.geometry), (height, width), transform=transform, fill=0)
+    dtype, value, declared = {
+        "declared-99": ("uint8", 99, 99),
+        "nan": ("float32", np.nan, None),
+        "declared-nan": ("float32", np.nan, np.nan),
+    }[nodata]
+    classes = classes.astype(dtype)
+    classes[:, : width // 3] = value
+    path = tmp_path / "classes.tif"
+    profile = {"driver": "GTiff", "width": width, "height": height, "count": 1, "dtype": dtype}
+    with rasterio.open(path, "w", crs="EPSG:32636", transform=transform, nodata=declared, **profile) as out:
+        out.write(classes, 1)
+    fine = np.array(Store.open(sample_store).table("patches").to_arrow()["h3"].to_pylist())
+    assert set(raster_labels(path, fine).labels) == {"0", "1"}

@@ -16,6 +16,7 @@ from geolink_store.graphs.builder import GraphBuilder
 from geolink_store.pipeline.plan import vector_widths
 from geolink_store.sample import kampala_sample
 from model import GeoLink, preset
+from model.checkpoint import fingerprint
 from model.errors import InputError
 from model.pretrained import lite2_state_dict, load_image_init
 from training.loop import PretrainConfig, _param_groups, _warmup_cosine, freeze_batch_norms
@@ -183,5 +184,7 @@ def test_checkpoint_round_trip_needs_no_wheel(lite2: GeoLink, data, tmp_path, mo
     first, second = lite2.encode(images, graphs), loaded.encode(images, graphs)
     for name in ("image_tokens", "image_global", "fused", "osm_region"):
         assert torch.equal(getattr(first, name), getattr(second, name)), name
+    # its BatchNorm counters are 0-d tensors: the store's model id hashes them too
+    assert fingerprint(loaded.config, loaded.state_dict()) == fingerprint(lite2.config, lite2.state_dict())
     plain = GeoLink(replace(LITE2, image_init=None))  # a CNN from scratch never needs the wheel
     assert not torch.equal(plain.img_encoder.conv_stem.weight, lite2.img_encoder.conv_stem.weight)

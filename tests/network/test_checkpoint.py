@@ -49,6 +49,13 @@ def test_missing_file(tmp_path) -> None:
         GeoLink.from_checkpoint(tmp_path / "nope.pth")
 
 
+@pytest.mark.parametrize("name", ["empty.pth", "empty.safetensors"])
+def test_empty_file(tmp_path, name: str) -> None:
+    (tmp_path / name).touch()
+    with pytest.raises(CheckpointError, match=r"is empty \(0 bytes\)"):
+        GeoLink.from_checkpoint(tmp_path / name)
+
+
 def test_unknown_layout(tmp_path) -> None:
     torch.save({"weights": torch.zeros(1)}, tmp_path / "odd.pth")
     with pytest.raises(CheckpointError, match="unknown checkpoint layout.*weights"):

@@ -109,7 +109,7 @@ def test_model_with_other_widths_is_refused(clean_store: Path, tmp_path: Path) -
         GeoLinkConfig(architecture="vit_small_patch16_224", timm_kwargs={"depth": 1}, osm_in_chans=384)
     )
     before = Store.open(clean_store).table("cells").count_rows()
-    with pytest.raises(GeolinkError, match="image vectors are 192-d but this model gives 384-d"):
+    with pytest.raises(GeolinkError, match="image vectors are 1280-d but this model gives 384-d"):
         ingest(
             str(clean_store),
             SAMPLE.region,

@@ -130,3 +130,22 @@ def test_bad_sql_is_one_clear_error(store_and_rows) -> None:
     with SqlSession(store_and_rows[0].path) as session:
         assert session.query("SELECT count(*) AS n FROM models")["n"][0].as_py() == 1
         assert h3.is_valid_cell(h3.int_to_str(session.query("SELECT h3 FROM cells LIMIT 1")["h3"][0].as_py()))
+
+
+def test_a_prepared_session_sets_up_only_what_the_sql_names(store_and_rows) -> None:
+    path = store_and_rows[0].path
+    views = "SELECT list(view_name ORDER BY view_name) AS v FROM duckdb_views() WHERE NOT internal"
+    with SqlSession(path, prepare_for="SELECT count(*) FROM models") as session:
+        assert session.query(views)["v"][0].as_py() == ["models"]
+        with pytest.raises(GeolinkError, match="st_area"):  # spatial was not needed, so not loaded
+            session.query("SELECT ST_Area(NULL)")
+    assert run_sql(path, "SHOW TABLES")["name"].to_pylist() == ["cells", "models"]
+    assert run_sql(path, "SELECT count(*) AS n FROM cells_rollup(6)")["n"][0].as_py() > 0
+
+
+def test_file_layer_names_are_plain_sql_names(store_and_rows, tmp_path: Path) -> None:
+    path = tmp_path / "z.geojson"
+    path.write_text('{"type": "FeatureCollection", "features": []}')
+    for name in ('z"; DROP VIEW cells; --', "cells", "9z", "a b"):
+        with pytest.raises(GeolinkError, match="plain SQL name"):
+            run_sql(store_and_rows[0].path, "SELECT 1", files={name: path})
