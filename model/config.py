@@ -28,7 +28,7 @@ class GeoLinkConfig:
     each type's region slot ``log1p`` of that type's node count next to its Set2Set readout. Both ``False``
     is the official layout, needed for official checkpoints. ``fusion_gate=True`` makes the fusion's
     OSM -> image step proportionate (a zero attention slot and a learned gate, see
-    ``model.fusion.TwoWayFusionBlock``), so fused vectors are not split by OSM presence; ``False`` is official.
+    ``model.fusion.TwoWayFusionBlock``), so fused vectors split less by OSM presence; ``False`` is official.
     Named sizes are in ``model.presets``.
     """
 

@@ -43,7 +43,7 @@ def test_no_import_circle() -> None:
         state[node] = 1
         for target in sorted(graph[node]):
             if state.get(target) == 1:
-                raise AssertionError("import circle: " + " -> ".join([*stack[stack.index(target):], target]))
+                raise AssertionError("import circle: " + " -> ".join([*stack[stack.index(target) :], target]))
             if target not in state:
                 visit(target, [*stack, target])
         state[node] = 2
