@@ -309,8 +309,11 @@ def test_unreachable_object_store_is_one_line(command: tuple[str, ...]) -> None:
     _one_error_line(done, "store s3://geolink-test/store", "connection refused")
 
 
-def _interrupt_after(args: list[str], ready: float) -> tuple[subprocess.CompletedProcess, float]:
-    """Run geolink, press Ctrl-C after ``ready`` seconds; the result and the seconds it took to end then."""
+def _interrupt_after(
+    args: list[str], ready: float, once: Path | None = None
+) -> tuple[subprocess.CompletedProcess, float]:
+    """Run geolink, press Ctrl-C after ``ready`` seconds (or, given ``once``, as soon as that path exists,
+    within ``ready`` seconds); the result and the seconds it took to end then."""
     worker = subprocess.Popen(
         [GEOLINK, *args],
         stdout=subprocess.DEVNULL,
@@ -320,7 +323,9 @@ def _interrupt_after(args: list[str], ready: float) -> tuple[subprocess.Complete
             signal.SIGINT, signal.SIG_DFL
         ),  # even when the tests run in background
     )
-    time.sleep(ready)
+    deadline = time.monotonic() + ready
+    while time.monotonic() < deadline and (once is None or not once.exists()) and worker.poll() is None:
+        time.sleep(0.02)
     assert worker.poll() is None, "the command ended before Ctrl-C"
     pressed = time.perf_counter()
     worker.send_signal(signal.SIGINT)
@@ -341,7 +346,7 @@ def test_ctrl_c_stops_an_ingest_and_the_store_stays_whole(tmp_path: Path) -> Non
     db = tmp_path / "db"
     args = ["ingest", "--db", str(db), "--region", SAMPLE.region, "--imagery", str(SAMPLE.imagery)]
     args += ["--osm", str(SAMPLE.osm), "--res", str(SAMPLE.res), "--batch-size", "4"]
-    done, seconds = _interrupt_after(args, ready=12.0)
+    done, seconds = _interrupt_after(args, ready=120.0, once=db / "cells.lance")  # mid-ingest
     assert _one_error_line(done, code=130) == "error: interrupted"
     assert seconds < INTERRUPT_S, seconds
     if db.exists() and "cells" in Store.open(db).table_names():

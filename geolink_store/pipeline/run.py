@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Protocol
 
 from geolink_store.graphs.builder import GraphBuilder
@@ -16,6 +17,11 @@ from geolink_store.pipeline.plan import (
     Progress,
     plan_ingest,
 )
+from geolink_store.store.upkeep import Retention
+
+INGEST_RETENTION = Retention(older_than=timedelta(minutes=5))
+"""What the optimize ending an ingest keeps: the versions of the last 5 minutes, so that a search or SQL query
+still reading a version from before it finds that version's files (``geolink optimize`` prunes them later)."""
 
 
 class Engine(Protocol):
@@ -39,6 +45,8 @@ def ingest(
     progress: Callable[[int], Progress] | None = None,
 ) -> IngestReport:
     """Encode every cell of ``region`` covered by ``imagery`` into the store at ``db``, then optimize it.
+
+    The optimize (:meth:`~geolink_store.store.store.Store.optimize`) keeps :data:`INGEST_RETENTION`.
 
     Args:
         db: the store, a directory or an object-store URI (created if missing).
@@ -69,6 +77,6 @@ def ingest(
         graph_builder=graph_builder,
     )
     (engine or LocalEngine()).run(plan, progress(int(plan.todo.size)) if progress else None)
-    plan.store.optimize()
+    plan.store.optimize(INGEST_RETENTION)
     plan.report.seconds = time.perf_counter() - started
     return plan.report

@@ -230,14 +230,17 @@ class SqlSession:
         prepare_for: str | None = None,
     ) -> None:
         self.uri, tables = _store_tables(store_path)
+        self.location = str(store_path)
         self.write = write
         self.tables = {name: f"{self.uri}/{name}.lance" for name in tables}
         layers = {_layer_name(name, tables): Path(path) for name, path in (files or {}).items()}
+        plan = _Plan.of(prepare_for, tables, files=bool(layers), write=write)
+        self._read = plan.tables
         self._tmp = tempfile.TemporaryDirectory(prefix="geolink-sql-")
         self.connection = duckdb.connect(config=SESSION_CONFIG)
         try:
-            with _one_line_errors():
-                self._set_up(_Plan.of(prepare_for, tables, files=bool(layers), write=write), layers)
+            with self._errors():
+                self._set_up(plan, layers)
         except BaseException:
             self.close()
             raise
@@ -264,7 +267,7 @@ class SqlSession:
         Raises:
             GeolinkError: the SQL is refused, or DuckDB rejected it (its message, on one line).
         """
-        with _one_line_errors():
+        with self._errors():
             statements = self.connection.extract_statements(sql)
             if not statements:
                 raise GeolinkError("no SQL statement given")
@@ -296,7 +299,7 @@ class SqlSession:
         relation = self.relation(sql)
         if relation is None:
             return [], []
-        with _one_line_errors():
+        with self._errors():
             return list(relation.columns), relation.fetchall()
 
     def query(self, sql: str) -> pa.Table:
@@ -310,8 +313,22 @@ class SqlSession:
         relation = self.relation(sql)
         if relation is None:
             return pa.table({})
-        with _one_line_errors():
+        with self._errors():
             return relation.to_arrow_table()
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """Turn a DuckDB error raised inside the block into a GeolinkError with its message on one line.
+
+        Lance's error for a damaged file of a store table the session reads becomes the
+        :class:`~geolink_store.store.damage.DamagedTableError` that every command gives.
+        """
+        try:
+            yield
+        except duckdb.Error as error:
+            message = " ".join(str(error).split())
+            damaged = _damaged(message, self._read, self.location) if "Lance" in message else None
+            raise damaged or GeolinkError(message) from error
 
     def _set_up(self, plan: _Plan, layers: Mapping[str, Path]) -> None:
         connection = self.connection
@@ -386,13 +403,16 @@ def run_sql(
         return session.query(sql)
 
 
-@contextmanager
-def _one_line_errors() -> Iterator[None]:
-    """Turn a DuckDB error raised inside the block into a GeolinkError with its message on one line."""
-    try:
-        yield
-    except duckdb.Error as error:
-        raise GeolinkError(" ".join(str(error).split())) from error
+def _damaged(message: str, tables: tuple[str, ...], location: str) -> StoreError | None:
+    """The DamagedTableError for Lance's ``message`` when it tells of damage to one of ``tables``, else None.
+
+    A message naming no table (a truncated data file) is taken to be about every table the SQL reads.
+    """
+    from geolink_store.store.damage import DamagedTableError, tells_of_damage
+
+    named = [name for name in tables if f"{name}.lance" in message] or tables
+    damaged = [name for name in named if tells_of_damage(message, name)]
+    return DamagedTableError(" or ".join(damaged), location) if damaged else None
 
 
 def _identifier(name: str) -> str:

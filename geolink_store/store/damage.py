@@ -49,7 +49,11 @@ def is_damage(error: BaseException, table: str) -> bool:
     """Whether ``error``, raised by Lance reading ``table``, says that one of the table's files is damaged."""
     if not isinstance(error, _LANCE_ERRORS) and "Panic" not in type(error).__name__:
         return False
-    message = str(error)
+    return tells_of_damage(str(error), table)
+
+
+def tells_of_damage(message: str, table: str) -> bool:
+    """Whether Lance's message (via pylance or DuckDB's lance extension) tells of damage to ``table``."""
     missing = f"{table}.lance/" in message and "Not found" in message
     return missing or any(sign in message for sign in DAMAGE_SIGNS)
 

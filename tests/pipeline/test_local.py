@@ -63,6 +63,7 @@ def test_ingest_writes_cells_patches_and_model(clean_store: Path) -> None:
     )
     assert patches.num_rows >= 5 * cells.num_rows  # most of the 7 children of each cell hold a patch centre
     assert [m["model_id"] for m in store.models()] == cells["model_id"].unique().to_pylist()
+    assert all(store.table_info(name)["fragments"] == 1 for name in store.table_names())  # ingest optimized
 
 
 def test_reingest_replaces_instead_of_duplicating(clean_store: Path, tmp_path: Path) -> None:

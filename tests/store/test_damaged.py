@@ -40,12 +40,15 @@ def _damaged(healthy: Path, tmp_path: Path, damage: Callable[[Path], object]) ->
     return db
 
 
+SEARCH_SQL = f"SELECT h3 FROM cells_search('fused', [{', '.join(['0.1'] * 16)}], k := 3)"
 COMMANDS = {
     "info": lambda db: ["info", "--db", db],
     "search": lambda db: ["search", "--db", db, "--cell", h3.int_to_str(int(CELLS[3])), "--k", "5"],
     "export": lambda db: ["export", "--db", db, "--table", "cells", "--out", db.parent / "cells.parquet"],
     "heads train": lambda db: ["heads", "train", "--db", db, "--labels", db.parent / "labels.csv"],
     "optimize": lambda db: ["optimize", "--db", db],
+    "sql": lambda db: ["sql", "--db", db, "SELECT avg(lon) FROM cells"],
+    "sql cells_search": lambda db: ["sql", "--db", db, SEARCH_SQL],
 }
 
 
@@ -77,3 +80,12 @@ def test_other_errors_are_not_taken_for_damage() -> None:
     assert not is_damage(ValueError("Invalid user input: no column named foo"), "cells")
     assert not is_damage(RuntimeError("lance error: Not found: s3://bucket/other.lance/x"), "cells")
     assert is_damage(RuntimeError("lance error: Not found: /s/cells.lance/data/x.lance"), "cells")
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_sql_that_reads_no_damaged_table_runs(healthy: Path, tmp_path: Path, damage: str) -> None:
+    """``SELECT 1`` opens no table and a query of ``models`` reads only that one: both answer."""
+    db = _damaged(healthy, tmp_path, DAMAGE[damage])
+    for query, answer in (("SELECT 1 AS x", "1"), ("SELECT count(*) AS n FROM models", "1")):
+        result = CliRunner().invoke(main, ["sql", "--db", str(db), "--format", "csv", query])
+        assert result.exit_code == 0 and result.stdout.splitlines()[1] == answer, result.stderr

@@ -18,6 +18,7 @@ from click.testing import CliRunner, Result
 
 from geolink_store.cli import main
 from geolink_store.errors import InputError
+from geolink_store.pipeline.run import INGEST_RETENTION
 from geolink_store.store import Store, patches_schema
 from geolink_store.store.indexes import build_indexes
 from geolink_store.store.locations import size_bytes
@@ -45,9 +46,9 @@ def _rows(store: Store) -> pa.Table:
 def test_optimize_keeps_the_data_and_shrinks_the_store(tmp_path: Path) -> None:
     store = _store(tmp_path / "db")
     before, size = _rows(store), size_bytes(store.uri)
-    assert store.table_info("cells")["versions"] == 21 and store.table_info("cells")["fragments"] == 20
+    assert store.table_info("cells")["versions"] == 20 and store.table_info("cells")["fragments"] == 20
     done = store.optimize()["cells"]
-    assert done["before"]["versions"] == 21 and done["after"] == {
+    assert done["before"]["versions"] == 20 and done["after"] == {
         "versions": 1,
         "fragments": 1,
         "index_segments": 0,
@@ -68,6 +69,17 @@ def test_retention_keeps_what_is_asked(tmp_path: Path) -> None:
     assert store.table_info("cells")["versions"] == 2
     store.restore("cells", store.table("cells").version - 1)
     assert _rows(store).num_rows == 2000
+
+
+def test_the_optimize_ending_an_ingest_leaves_an_older_reader_its_files(tmp_path: Path) -> None:
+    """A search or query still on the version from before it reads on (the default retention would delete
+    its files); the fragments are compacted all the same."""
+    store = _store(tmp_path / "db")
+    reader = Store.open(store.uri).table("cells")
+    before = reader.to_arrow().sort_by("h3")
+    store.optimize(INGEST_RETENTION)
+    assert store.table_info("cells")["fragments"] == 1
+    assert reader.to_arrow().sort_by("h3").equals(before)
 
 
 def test_index_segments_are_merged_and_new_rows_folded_in(tmp_path: Path) -> None:
@@ -127,10 +139,10 @@ def test_optimize_and_info_commands(tmp_path: Path) -> None:
     db = tmp_path / "db"
     _store(db)
     info = _run("info", "--db", db)
-    assert info.exit_code == 0 and "version 21 (21 kept), 20 fragments" in info.stdout
+    assert info.exit_code == 0 and "version 20 (20 kept), 20 fragments" in info.stdout
     result = _run("optimize", "--db", db)
     assert result.exit_code == 0, result.stderr
-    assert "cells: " in result.stdout and "versions 21 -> 1, fragments 20 -> 1" in result.stdout
+    assert "cells: " in result.stdout and "versions 20 -> 1, fragments 20 -> 1" in result.stdout
     again = json.loads(_run("optimize", "--db", db, "--keep-versions", 2, "--format", "json").stdout)
     assert again["cells"]["after"]["fragments"] == 1
     assert "(1 kept), 1 fragments" in _run("info", "--db", db).stdout
@@ -151,7 +163,7 @@ def test_bad_retention_is_one_error_line_and_changes_nothing(
     result = _run("optimize", "--db", db, *args)
     assert result.exit_code == 1 and result.stderr.splitlines() == [f"error: {result.stderr[7:].strip()}"]
     assert message in result.stderr and "Traceback" not in result.stderr
-    assert Store.open(db).table_info("cells")["versions"] == 3
+    assert Store.open(db).table_info("cells")["versions"] == 2
 
 
 def test_durations() -> None:
