@@ -47,7 +47,8 @@ def run_demo(out: Path, progress: Callable[[int], Callable[[int], None]]) -> Non
     out.mkdir(parents=True, exist_ok=True)
     db = out / "store"
     click.echo(
-        f"1. ingest: Kampala sample ({sample.imagery.name}/, {sample.osm.name}) at H3 res {sample.res}",
+        f"1. ingest: Kampala sample ({sample.imagery.name}/, {sample.osm.name}) at H3 res {sample.res} "
+        "with the bundled default model (GeoLink, EfficientNet-Lite2 image encoder)",
         err=True,
     )
     report = ingest(
