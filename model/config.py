@@ -62,13 +62,11 @@ class GeoLinkConfig:
 
     def to_json(self) -> str:
         """Serialise to JSON (stored in the metadata of our safetensors weights)."""
-        values = asdict(self)
-        for (
-            name,
-            default,
-        ) in _LATER_FIELDS.items():  # ids of older models unchanged
-            if name in values and values[name] == default:
-                del values[name]
+        values = {  # later fields at their default are left out: ids of older models unchanged
+            name: value
+            for name, value in asdict(self).items()
+            if name not in _LATER_FIELDS or value != _LATER_FIELDS[name]
+        }
         return json.dumps(values, sort_keys=True)
 
     @classmethod
