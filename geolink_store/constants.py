@@ -25,6 +25,9 @@ MAX_RES = 15
 
 H3_COLUMN = "h3"
 MODEL_COLUMN = "model_id"
+EPOCH_COLUMN = "epoch"
+DEFAULT_EPOCH = "default"
+"""The epoch of rows ingested without ``--epoch``, and of every row of a store made before epochs existed."""
 RES_COLUMN = "res"
 GEOMETRY_COLUMN = "geometry"
 
@@ -33,7 +36,8 @@ PATCHES = "patches"
 MODELS = "models"
 HEADS = "heads"
 PREDICTIONS = "predictions"
-TABLES = (CELLS, PATCHES, MODELS, HEADS, PREDICTIONS)
+IMAGERY = "imagery"
+TABLES = (CELLS, PATCHES, MODELS, HEADS, PREDICTIONS, IMAGERY)
 
 Modality = Literal["image", "osm", "fused"]
 """A stored vector column of ``cells``."""

@@ -20,7 +20,7 @@ def check_ingest_inputs(
     db: str | os.PathLike,
     region: grid.Region,
     imagery: Sequence[str | os.PathLike],
-    osm: str | os.PathLike,
+    osm: str | os.PathLike | None,
     res: int,
     fine_res: int,
 ) -> CheckedRegion:
@@ -40,7 +40,7 @@ def check_ingest_inputs(
     for path in imagery:
         if not Path(path).exists():
             raise InputError(f"imagery path {path} does not exist")
-    if not Path(osm).exists():
+    if osm is not None and not Path(osm).exists():
         raise InputError(f"OSM source not found: {osm}")
     return checked_region(region, res)
 

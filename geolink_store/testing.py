@@ -19,6 +19,7 @@ import pyarrow as pa
 import shapely
 
 from geolink_store import grid
+from geolink_store.constants import DEFAULT_EPOCH
 from geolink_store.store import Store, cells_schema, parent_column, parent_resolutions
 
 KAMPALA = (32.58, 0.32)  # lon, lat
@@ -63,7 +64,13 @@ def clustered_vectors(
 
 
 def cells_table(
-    cells: np.ndarray, dim: int = 16, *, model_id: str = "test-model", seed: int = 0, with_osm: bool = True
+    cells: np.ndarray,
+    dim: int = 16,
+    *,
+    model_id: str = "test-model",
+    seed: int = 0,
+    with_osm: bool = True,
+    epoch: str = DEFAULT_EPOCH,
 ) -> pa.Table:
     """A ``cells`` table (store schema) for ``cells``: real H3 geometry and centres, synthetic vectors."""
     res = grid.resolution(cells[0])
@@ -85,6 +92,8 @@ def cells_table(
         "source": ["synthetic"] * len(cells),
         "model_id": [model_id] * len(cells),
         "created_at": [datetime(2025, 1, 1, tzinfo=UTC)] * len(cells),
+        "epoch": [epoch] * len(cells),
+        "acquired": [None] * len(cells),
     }
     return pa.Table.from_pydict(columns, schema=cells_schema(dim, dim, dim, res))
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import click
 
 from geolink_store.cli.options import format_option, given_store
+from geolink_store.constants import DEFAULT_EPOCH
 from geolink_store.errors import InputError
 
 if TYPE_CHECKING:
@@ -79,7 +80,18 @@ def _summary(report: IngestReport) -> str:
     multiple=True,
     help="GeoTIFF/COG or slippy-map tile folder; repeatable (a mosaic, in priority order).",
 )
-@click.option("--osm", required=True, help="OSM PBF, GeoJSON/GPKG/GeoParquet, or an official example folder.")
+@click.option(
+    "--osm",
+    default=None,
+    help="OSM PBF, GeoJSON/GPKG/GeoParquet, or an official example folder; without it, imagery alone.",
+)
+@click.option(
+    "--epoch",
+    default=DEFAULT_EPOCH,
+    show_default=True,
+    help="Label of this snapshot (2010, 2020-06, 2024-growing-season): the same cells in two epochs are "
+    "two rows each.",
+)
 @click.option(
     "--res", type=click.IntRange(0, 15), default=9, show_default=True, help="H3 resolution of the cells."
 )
@@ -150,7 +162,8 @@ def ingest_command(
     db: str,
     region: str,
     imagery: tuple[str, ...],
-    osm: str,
+    osm: str | None,
+    epoch: str,
     res: int,
     fine_res: int | None,
     checkpoint: str | None,
@@ -168,7 +181,9 @@ def ingest_command(
 ) -> None:
     """Encode every cell of a region into the store: image, OSM and fused vectors per cell and per patch."""
     from geolink_store.preflight import check_ingest_inputs
+    from geolink_store.store.epochs import checked_label
 
+    checked_label(epoch)
     checked = check_ingest_inputs(db, region, imagery, osm, res, res + 2 if fine_res is None else fine_res)
     if checkpoint:
         _check_checkpoint_file(Path(checkpoint))
@@ -184,6 +199,7 @@ def ingest_command(
         osm_only=osm_only,
         partition_levels=partition_levels,
         allow_empty_osm=allow_empty_osm,
+        epoch=epoch,
     )
     runner = None
     if engine == "ray":

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from geolink_store.constants import H3_COLUMN, MODEL_COLUMN, RASTER_SUFFIXES, HeadModality
+from geolink_store.constants import EPOCH_COLUMN, H3_COLUMN, MODEL_COLUMN, RASTER_SUFFIXES, HeadModality
 from geolink_store.errors import GeolinkError
 from geolink_store.heads.labels import CellLabels, raster_labels, read_labels
 from geolink_store.heads.train import (
@@ -56,6 +56,7 @@ def train_from_store(
     kind: HeadKind = "linear",
     split: SplitKind = "spatial",
     model_id: str | None = None,
+    epoch: str | None = None,
     min_share: float = 0.5,
     test_fraction: float = 0.25,
     seed: int = 0,
@@ -63,7 +64,8 @@ def train_from_store(
     """Join labels to stored vectors, split (spatially by default), train, evaluate, and save the head.
 
     A label raster (GeoTIFF, a class per pixel) is joined to the fine-grained ``patches`` by pixel majority
-    and trains a segmentation head on patch vectors; other label files label ``cells``.
+    and trains a segmentation head on patch vectors; other label files label ``cells``. The vectors are those
+    of ``epoch`` (default: the latest), recorded in the head's metrics.
 
     Raises:
         GeolinkError: bad labels, fewer than two classes, or fewer than :data:`MIN_SPLIT_CELLS` labelled
@@ -77,6 +79,7 @@ def train_from_store(
         kind=kind,
         split=split,
         model_id=model_id,
+        epoch=epoch,
         min_share=min_share,
         test_fraction=test_fraction,
         seed=seed,
@@ -94,6 +97,7 @@ def fit_from_store(
     kind: HeadKind = "linear",
     split: SplitKind = "spatial",
     model_id: str | None = None,
+    epoch: str | None = None,
     min_share: float = 0.5,
     test_fraction: float = 0.25,
     seed: int = 0,
@@ -103,7 +107,8 @@ def fit_from_store(
     is_raster = labels_path.suffix.lower() in RASTER_SUFFIXES
     table = "patches" if is_raster else "cells"
     model_id = store.default_model(model_id, table)
-    cells, vectors = stored_vectors(store, table, model_id, modality)
+    epoch = store.default_epoch(epoch, table, model_id)
+    cells, vectors = stored_vectors(store, table, model_id, modality, epoch)
     if is_raster:
         labels = raster_labels(labels_path, cells)
     else:
@@ -136,6 +141,7 @@ def fit_from_store(
         "table": table,
         "modality": modality,
         "kind": kind,
+        "epoch": epoch,
     }
     weights = head.to_bytes()
     head_id = hashlib.sha256(
@@ -195,19 +201,21 @@ def _check_enough(labelled: int, test_fraction: float, split: Split | None = Non
 
 
 def stored_vectors(
-    store: Store, table: str, model_id: str, modality: HeadModality
+    store: Store, table: str, model_id: str, modality: HeadModality, epoch: str | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The H3 ids and (N, D) float32 vectors of one model; ``concat`` joins image, OSM and fused vectors.
+    """The H3 ids and (N, D) float32 vectors of one model and epoch (default: the latest); ``concat`` joins
+    image, OSM and fused vectors.
 
     Missing OSM vectors are NaN rows for ``osm`` and zeros inside ``concat``.
     """
     columns = ["image", "osm", "fused"] if modality == "concat" else [modality]
     if table == "patches" and "osm" in columns:
         raise GeolinkError("patches hold image and fused vectors only: use modality=image or modality=fused")
+    epoch = store.default_epoch(epoch, table, model_id)
     data = (
         store.table(table)
         .search()
-        .where(f"{MODEL_COLUMN} = {quote(model_id)}")
+        .where(store.rows_filter(table, model_id, epoch))
         .select([H3_COLUMN, *columns])
         .limit(None)
         .to_arrow()
@@ -247,15 +255,21 @@ def load_head(store: Store, head_id: str) -> tuple[dict, Head]:
     return row | {"classes": classes, "metrics": json.loads(row["metrics"])}, head
 
 
-def predict_from_store(store: Store, head_id: str, model_id: str | None = None) -> pa.Table:
-    """Apply a head to every stored cell (or patch) of its model and upsert the ``predictions`` table."""
-    table = predictions_for(store, head_id, model_id)
+def predict_from_store(
+    store: Store, head_id: str, model_id: str | None = None, epoch: str | None = None
+) -> pa.Table:
+    """Apply a head to every stored cell (or patch) of its model in ``epoch`` (default: the latest) and upsert
+    the ``predictions`` table."""
+    table = predictions_for(store, head_id, model_id, epoch)
     store.upsert("predictions", table)
     return table
 
 
-def predictions_for(store: Store, head_id: str, model_id: str | None = None) -> pa.Table:
-    """A head's predictions for every stored cell (or patch) of its model: ``predictions`` rows, unsaved."""
+def predictions_for(
+    store: Store, head_id: str, model_id: str | None = None, epoch: str | None = None
+) -> pa.Table:
+    """A head's predictions for every stored cell (or patch) of its model in ``epoch`` (default: the latest):
+    ``predictions`` rows, unsaved."""
     row, head = load_head(store, head_id)
     if model_id is not None and model_id != row[MODEL_COLUMN]:
         raise GeolinkError(
@@ -263,7 +277,8 @@ def predictions_for(store: Store, head_id: str, model_id: str | None = None) -> 
             f"and cannot read model {model_id}'s"
         )
     store.default_model(row[MODEL_COLUMN], row["table"])
-    cells, vectors = stored_vectors(store, row["table"], row[MODEL_COLUMN], row["modality"])
+    epoch = store.default_epoch(epoch, row["table"], row[MODEL_COLUMN])
+    cells, vectors = stored_vectors(store, row["table"], row[MODEL_COLUMN], row["modality"], epoch)
     if vectors.shape[1] != head.dim:
         raise GeolinkError(
             f"head {head_id} takes {head.dim}-d vectors but the store's are {vectors.shape[1]}-d"
@@ -281,6 +296,7 @@ def predictions_for(store: Store, head_id: str, model_id: str | None = None) -> 
                 pa.array(probabilities.astype(np.float32).ravel()), len(classes)
             ),
             MODEL_COLUMN: [row[MODEL_COLUMN]] * int(usable.sum()),
+            EPOCH_COLUMN: [epoch] * int(usable.sum()),
         }
     )
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import date
 
 import numpy as np
 import pyarrow as pa
@@ -29,10 +30,11 @@ from model import NODE_TYPES, GeoLink
 
 @dataclass
 class ImageBatch:
-    """Chips of cells with imagery and the OSM graph of each chip."""
+    """Chips of cells with imagery, the OSM graph of each chip, and when each chip's imagery was taken."""
 
     chips: list[Chip]
     graphs: list[HeteroData]
+    acquired: list[date | None]
 
 
 @dataclass
@@ -67,7 +69,7 @@ class EncodedRows:
 
 def partition_work(
     source: ImagerySource,
-    osm: str,
+    osm: str | None,
     partition: Partition,
     chip_crs: CRS,
     builder: GraphBuilder,
@@ -77,7 +79,8 @@ def partition_work(
     """The CPU side of one partition, batch by batch: its OSM read once, chips read, graphs built.
 
     The chips of the cells the imagery covers come first; with ``settings.osm_only`` the partition's other
-    cells follow as :class:`OsmOnlyBatch` es. Skipped cells are counted in ``tally``.
+    cells follow as :class:`OsmOnlyBatch` es. Skipped cells are counted in ``tally``. Without ``osm`` every
+    graph is empty (image-only cells).
     """
     index = OSMIndex(partition_osm(osm, partition.cells), chip_crs)
     read: list[int] = []
@@ -87,7 +90,9 @@ def partition_work(
     ):
         read += [chip.cell for chip in batch]
         yield ImageBatch(
-            batch, builder.build_many([(index.query(chip.spec.bounds), chip.spec) for chip in batch])
+            batch,
+            builder.build_many([(index.query(chip.spec.bounds), chip.spec) for chip in batch]),
+            [source.chip_acquired(chip) for chip in batch],
         )
     if not settings.osm_only:
         return
@@ -112,7 +117,9 @@ def encode_work(
             work.cells,
             res=settings.res,
             model_id=model_id,
+            epoch=settings.epoch,
             sources=["osm-only"] * work.cells.size,
+            acquired=[None] * work.cells.size,
             widths=widths,
             image=None,
             osm=region.cpu().numpy(),
@@ -129,7 +136,9 @@ def encode_work(
         np.array([chip.cell for chip in work.chips], dtype=np.int64),
         res=settings.res,
         model_id=model_id,
+        epoch=settings.epoch,
         sources=[chip.source for chip in work.chips],
+        acquired=work.acquired,
         widths=widths,
         image=out.image_global.cpu().numpy(),
         osm=out.osm_region.cpu().numpy(),
@@ -176,6 +185,7 @@ def _patches(
         np.concatenate(rows_parent),
         res=settings.patch_res,
         model_id=model_id,
+        epoch=settings.epoch,
         image=np.concatenate(image_rows),
         fused=np.concatenate(fused_rows),
     )

@@ -22,7 +22,7 @@ import torch
 from pyproj import CRS
 
 from geolink_store.chips import ChipTally
-from geolink_store.constants import CELLS, MAX_RES, PATCHES
+from geolink_store.constants import CELLS, DEFAULT_EPOCH, IMAGERY, MAX_RES, PATCHES, WGS84
 from geolink_store.errors import EmptySourceError, InputError, StoreError
 from geolink_store.graphs.builder import GraphBuilder
 from geolink_store.graphs.text import encoder_name
@@ -32,7 +32,9 @@ from geolink_store.regions import CheckedRegion, cell_size_deg
 from geolink_store.sources.mosaic import ImagerySource, open_imagery
 from geolink_store.sources.osm import read_osm
 from geolink_store.store import Store, cells_schema, parent_column, patches_schema
+from geolink_store.store.epochs import checked_label
 from geolink_store.store.locations import is_remote
+from geolink_store.store.rows import imagery_rows
 from model import GeoLink, fingerprint
 
 Progress = Callable[[int], None]
@@ -59,6 +61,8 @@ class IngestSettings:
             about 343 cells each); a partition reads its OSM once and is the unit of work of the Ray engine.
         allow_empty_osm: encode even when the OSM source holds no usable feature in the region (by default
             that is refused: it is most often OSM of another place or in another CRS).
+        epoch: the label of the rows written (``2010``, ``2020-06``, ...; see
+            :mod:`geolink_store.store.epochs`): the same cells ingested under two epochs are two rows each.
     """
 
     res: int = 9
@@ -71,6 +75,7 @@ class IngestSettings:
     osm_only: bool = False
     partition_levels: int = 3
     allow_empty_osm: bool = False
+    epoch: str = DEFAULT_EPOCH
 
     @property
     def patch_res(self) -> int:
@@ -140,7 +145,7 @@ class IngestPlan:
     settings: IngestSettings
     imagery: list[str]
     source: ImagerySource
-    osm: str
+    osm: str | None
     covered: np.ndarray
     chip_crs: CRS
     builder: GraphBuilder
@@ -164,6 +169,22 @@ class IngestPlan:
             text_encoder=encoder_name(self.builder.cache.encoder),
         )
 
+    def record_imagery(self) -> None:
+        """Record where each imagery source of this epoch is, in the ``imagery`` table (once cells exist)."""
+        if CELLS not in self.store.table_names():
+            return
+        names = [source.name for source in self.source.sources]
+        self.store.upsert(
+            IMAGERY,
+            imagery_rows(
+                names,
+                [str(Path(path).resolve()) for path in self.imagery],
+                [source.footprint.bounds for source in self.source.sources],
+                [self.source.acquired[name] for name in names],
+                epoch=self.settings.epoch,
+            ),
+        )
+
     def schemas(self) -> dict[str, pa.Schema]:
         """The ``cells`` and ``patches`` schemas of this model's rows."""
         widths = vector_widths(self.model)
@@ -177,7 +198,7 @@ def plan_ingest(
     db: str,
     region: object,
     imagery: list[str],
-    osm: str,
+    osm: str | None,
     *,
     model: ModelSource = None,
     model_name: str = "default",
@@ -186,7 +207,8 @@ def plan_ingest(
 ) -> IngestPlan:
     """Check the inputs and decide which cells to encode; writes nothing (a new store is only created).
 
-    The data checks run before ``model`` is loaded (when it is a loader), the model checks after.
+    The data checks run before ``model`` is loaded (when it is a loader), the model checks after. Without
+    ``osm`` (None) every cell is encoded from its imagery alone (its ``osm`` vector null).
 
     Raises:
         InputError: bad settings, paths or region; OSM without a usable feature in the region (unless
@@ -196,11 +218,14 @@ def plan_ingest(
             of other widths than this ingest's.
     """
     settings = settings or IngestSettings()
+    checked_label(settings.epoch)
+    if osm is None and settings.osm_only:
+        raise InputError("osm_only= encodes cells from their OSM alone: it needs osm=...")
     checked = check_ingest_inputs(db, region, imagery, osm, settings.res, settings.patch_res)
     source = open_imagery(imagery)
     cells = region_cells(checked.region, settings.res)
     covered = source.covered_cells(cells)
-    if not settings.allow_empty_osm:
+    if osm is not None and not settings.allow_empty_osm:
         _require_osm(osm, checked, settings.res)
     existing = Store.create_or_open(db) if is_remote(db) or Path(db).is_dir() else None
     if existing is not None:
@@ -228,7 +253,8 @@ def plan_ingest(
     store = existing or Store.create_or_open(db)
     _check_store_widths(store, model)
     wanted = cells if settings.osm_only else covered
-    todo = wanted if settings.overwrite else np.setdiff1d(wanted, store.existing_cells(report.model_id))
+    stored = store.existing_cells(report.model_id, epoch=settings.epoch)
+    todo = wanted if settings.overwrite else np.setdiff1d(wanted, stored)
     report.cells_already_stored = int(wanted.size - todo.size)
     return IngestPlan(
         store=store,
@@ -328,8 +354,13 @@ def partition_cells(cells: np.ndarray, imaged: np.ndarray, res: int, levels: int
         yield Partition(int(group[0]), chunk, chunk[mask])
 
 
-def partition_osm(path: str, cells: np.ndarray) -> gpd.GeoDataFrame:
-    """The OSM entities around a partition's chips: its hexagons' bounds grown by a cell on each side."""
+def partition_osm(path: str | None, cells: np.ndarray) -> gpd.GeoDataFrame:
+    """The OSM entities around a partition's chips: its hexagons' bounds grown by a cell on each side.
+
+    None of them without ``path`` (an image-only ingest).
+    """
+    if path is None:
+        return gpd.GeoDataFrame({"tags": []}, geometry=gpd.GeoSeries([], crs=WGS84))
     west, south, east, north = shapely.total_bounds(cell_geometries(cells))
     pad = max(east - west, north - south) / max(1.0, np.sqrt(cells.size))
     return read_osm(path, (west - pad, south - pad, east + pad, north + pad), allow_empty=True)

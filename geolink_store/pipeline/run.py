@@ -35,7 +35,7 @@ def ingest(
     db: str,
     region: object,
     imagery: list[str],
-    osm: str,
+    osm: str | None,
     *,
     model: ModelSource = None,
     model_name: str = "default",
@@ -53,7 +53,7 @@ def ingest(
         region: what :func:`~geolink_store.grid.region_cells` reads: a bbox (W > E wraps over the
             antimeridian), a GeoJSON or vector file, cells.
         imagery: raster files or tile folders.
-        osm: an OSM PBF, a vector file, or an official example folder.
+        osm: an OSM PBF, a vector file, or an official example folder; None encodes the imagery alone.
         model: the GeoLink to encode with, or a function that loads it once the inputs passed their checks
             (default: the bundled model).
         model_name: its name in the ``models`` table.
@@ -77,6 +77,7 @@ def ingest(
         graph_builder=graph_builder,
     )
     (engine or LocalEngine()).run(plan, progress(int(plan.todo.size)) if progress else None)
+    plan.record_imagery()
     plan.store.optimize(INGEST_RETENTION)
     plan.report.seconds = time.perf_counter() - started
     return plan.report

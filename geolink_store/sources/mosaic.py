@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
+from datetime import date
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -25,6 +26,7 @@ from geolink_store.chips import Chip, ChipSpec, local_utm
 from geolink_store.constants import IMAGENET_MEAN, IMAGENET_STD
 from geolink_store.errors import GeolinkError
 from geolink_store.grid import cell_geometries
+from geolink_store.sources.dates import acquisition_date
 from geolink_store.sources.raster import RasterSource, ResamplingName
 from geolink_store.sources.xyz import open_tile_folder
 
@@ -57,6 +59,15 @@ class ImagerySource:
     def name(self) -> str:
         """The names of all sources, joined by ``+``."""
         return "+".join(source.name for source in self.sources)
+
+    @cached_property
+    def acquired(self) -> dict[str, date | None]:
+        """When each source (by name) was acquired, where its file says so."""
+        return {source.name: acquisition_date(source.path, source.name) for source in self.sources}
+
+    def chip_acquired(self, chip: Chip) -> date | None:
+        """When the imagery of ``chip`` was acquired: that of the first source it was read from."""
+        return self.acquired.get(chip.source.split("+")[0])
 
     @property
     def crs(self) -> CRS:

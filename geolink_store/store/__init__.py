@@ -1,26 +1,38 @@
-"""The LanceDB store: tables of H3-indexed vectors, their schemas, atomic upserts and indexes."""
+"""The LanceDB store: tables of H3-indexed vectors, their schemas, atomic upserts and indexes.
 
-from geolink_store.store.indexes import INDEX_MIN_ROWS
-from geolink_store.store.schema import (
-    HEADS_SCHEMA,
-    MODELS_SCHEMA,
-    PREDICTIONS_SCHEMA,
-    cells_schema,
-    parent_column,
-    parent_resolutions,
-    patches_schema,
-)
-from geolink_store.store.store import Store, UpsertResult
+Names are imported on first use (PEP 562), so that reading a schema or a constant (``geolink sql``,
+``geolink search``) does not import LanceDB, which takes 1-1.5 s; :class:`Store` does.
+"""
 
-__all__ = [
-    "HEADS_SCHEMA",
-    "INDEX_MIN_ROWS",
-    "MODELS_SCHEMA",
-    "PREDICTIONS_SCHEMA",
-    "Store",
-    "UpsertResult",
-    "cells_schema",
-    "parent_column",
-    "parent_resolutions",
-    "patches_schema",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "HEADS_SCHEMA": "geolink_store.store.schema",
+    "INDEX_MIN_ROWS": "geolink_store.store.indexes",
+    "MODELS_SCHEMA": "geolink_store.store.schema",
+    "PREDICTIONS_SCHEMA": "geolink_store.store.schema",
+    "Store": "geolink_store.store.store",
+    "UpsertResult": "geolink_store.store.store",
+    "cells_schema": "geolink_store.store.schema",
+    "parent_column": "geolink_store.store.schema",
+    "parent_resolutions": "geolink_store.store.schema",
+    "patches_schema": "geolink_store.store.schema",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:  # noqa: ANN401 (any exported object)
+    """Import a public name on first use."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'geolink_store.store' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -15,8 +15,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
-from geolink_store.constants import MODEL_COLUMN
-from geolink_store.store._filters import model_filter
 from geolink_store.store._lance import lance_module
 
 if TYPE_CHECKING:
@@ -37,10 +35,11 @@ def write_fragments(uri: str, data: pa.Table, schema: pa.Schema) -> list[str]:
     return [json.dumps(fragment.to_json()) for fragment in written]
 
 
-def commit_fragments(uri: str, fragments_json: list[str], key: str, cells: np.ndarray, model_id: str) -> bool:
+def commit_fragments(uri: str, fragments_json: list[str], key: str, cells: np.ndarray, where: str) -> bool:
     """Commit staged fragments in one transaction that also drops the rows they replace.
 
-    The rows dropped are those of ``model_id`` whose ``key`` column is one of ``cells``.
+    The rows dropped are those matching ``where`` (one model and epoch) whose ``key`` column is one of
+    ``cells``.
 
     Returns:
         Whether a commit was made: False when there is nothing to commit, or when these fragments were
@@ -54,7 +53,7 @@ def commit_fragments(uri: str, fragments_json: list[str], key: str, cells: np.nd
     committed = {data.path for fragment in dataset.get_fragments() for data in fragment.data_files()}
     if fragments[0].data_files()[0].path in committed:
         return False
-    removed, updated = _drop_rows(dataset, key, cells, model_id)
+    removed, updated = _drop_rows(dataset, key, cells, where)
     operation = lance.LanceOperation.Update(
         removed_fragment_ids=removed, updated_fragments=updated, new_fragments=fragments
     )
@@ -63,9 +62,9 @@ def commit_fragments(uri: str, fragments_json: list[str], key: str, cells: np.nd
 
 
 def _drop_rows(
-    dataset: LanceDataset, key: str, cells: np.ndarray, model_id: str
+    dataset: LanceDataset, key: str, cells: np.ndarray, where: str
 ) -> tuple[list[int], list[FragmentMetadata]]:
-    """Uncommitted deletions of the rows of ``model_id`` whose ``key`` is one of ``cells``.
+    """Uncommitted deletions of the rows matching ``where`` whose ``key`` is one of ``cells``.
 
     Returns:
         The ids of the fragments left empty and the fragments with new deletion files.
@@ -73,12 +72,11 @@ def _drop_rows(
     removed, updated = [], []
     wanted = pa.array(cells, type=pa.int64())
     for fragment in dataset.get_fragments():
-        rows = fragment.to_table(columns=[key, MODEL_COLUMN])
-        hit = pc.and_(pc.is_in(rows[key], value_set=wanted), pc.equal(rows[MODEL_COLUMN], model_id))
-        matches = pc.unique(rows[key].filter(hit)).to_pylist()
+        rows = fragment.to_table(columns=[key], filter=where)
+        matches = pc.unique(rows[key].filter(pc.is_in(rows[key], value_set=wanted))).to_pylist()
         if not matches:
             continue
-        remaining = fragment.delete(f"{model_filter(model_id)} AND {key} IN ({', '.join(map(str, matches))})")
+        remaining = fragment.delete(f"({where}) AND {key} IN ({', '.join(map(str, matches))})")
         if remaining is None:
             removed.append(fragment.fragment_id)
         else:

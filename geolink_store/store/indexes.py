@@ -13,13 +13,12 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-import lancedb
-
 from geolink_store.constants import CELLS, H3_COLUMN, MODEL_COLUMN
 from geolink_store.store._lance import dataset
 from geolink_store.store.schema import VECTOR_COLUMNS
 
 if TYPE_CHECKING:
+    import lancedb
     from lance import LanceDataset
 
 METRIC = "cosine"

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 import numpy as np
 import pyarrow as pa
 import shapely
 
-from geolink_store.constants import H3_COLUMN, MODEL_COLUMN, NODE_COUNT_COLUMNS
+from geolink_store.constants import EPOCH_COLUMN, H3_COLUMN, MODEL_COLUMN, NODE_COUNT_COLUMNS
 from geolink_store.grid import cell_geometries, cell_lonlat, parents
 from geolink_store.store.schema import (
+    IMAGERY_SCHEMA,
     PARENT_COLUMN,
     cells_schema,
     parent_column,
@@ -26,7 +28,9 @@ def cell_rows(
     *,
     res: int,
     model_id: str,
+    epoch: str,
     sources: list[str],
+    acquired: list[date | None],
     widths: Mapping[str, int],
     image: np.ndarray | None,
     osm: np.ndarray,
@@ -40,7 +44,9 @@ def cell_rows(
         cells: the H3 ids.
         res: their resolution.
         model_id: the model that encoded them.
+        epoch: the epoch they belong to.
         sources: the imagery of each cell (``osm-only`` for cells encoded without imagery).
+        acquired: when each cell's imagery was taken, where it says so.
         widths: the width of each vector column (``image``, ``osm``, ``fused``).
         image: (N, D) image vectors, or None for cells encoded from OSM alone (the column is then null).
         osm: (N, D) OSM region vectors; rows where ``has_osm`` is False are stored as null.
@@ -67,6 +73,8 @@ def cell_rows(
         "source": sources,
         MODEL_COLUMN: [model_id] * cells.size,
         "created_at": pa.array([datetime.now(UTC)] * cells.size, type=pa.timestamp("us", tz="UTC")),
+        EPOCH_COLUMN: [epoch] * cells.size,
+        "acquired": pa.array(acquired, type=pa.date32()),
     }
     return pa.Table.from_pydict(
         columns, schema=cells_schema(widths["image"], widths["osm"], widths["fused"], res)
@@ -74,7 +82,14 @@ def cell_rows(
 
 
 def patch_rows(
-    h3_ids: np.ndarray, parent: np.ndarray, *, res: int, model_id: str, image: np.ndarray, fused: np.ndarray
+    h3_ids: np.ndarray,
+    parent: np.ndarray,
+    *,
+    res: int,
+    model_id: str,
+    epoch: str,
+    image: np.ndarray,
+    fused: np.ndarray,
 ) -> pa.Table:
     """``patches`` rows: fine H3 ids at ``res``, the cell each belongs to, (N, D) image and fused vectors."""
     columns = {
@@ -84,6 +99,7 @@ def patch_rows(
         "image": _vectors(image, image.shape[1], len(image)),
         "fused": _vectors(fused, fused.shape[1], len(fused)),
         MODEL_COLUMN: [model_id] * h3_ids.size,
+        EPOCH_COLUMN: [epoch] * h3_ids.size,
     }
     return pa.Table.from_pydict(columns, schema=patches_schema(image.shape[1], fused.shape[1]))
 
@@ -94,3 +110,29 @@ def _vectors(values: np.ndarray | None, width: int, rows: int) -> pa.FixedSizeLi
         return pa.nulls(rows, type=vector_type(width))
     array = np.ascontiguousarray(values, dtype=np.float32)
     return pa.FixedSizeListArray.from_arrays(pa.array(array.ravel()), width)
+
+
+def imagery_rows(
+    names: list[str],
+    uris: list[str],
+    bounds: list[tuple[float, float, float, float]],
+    acquired: list[date | None],
+    *,
+    epoch: str,
+    options: Mapping[str, object] | None = None,
+) -> pa.Table:
+    """``imagery`` rows: each source's name, location, lon/lat bounds and acquisition date, in one epoch."""
+    west, south, east, north = (list(side) for side in zip(*bounds, strict=True))
+    columns = {
+        "source": names,
+        EPOCH_COLUMN: [epoch] * len(names),
+        "uri": uris,
+        "options": [json.dumps(dict(options or {}), sort_keys=True)] * len(names),
+        "west": west,
+        "south": south,
+        "east": east,
+        "north": north,
+        "acquired": pa.array(acquired, type=pa.date32()),
+        "created_at": pa.array([datetime.now(UTC)] * len(names), type=pa.timestamp("us", tz="UTC")),
+    }
+    return pa.Table.from_pydict(columns, schema=IMAGERY_SCHEMA)

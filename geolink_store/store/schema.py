@@ -4,20 +4,43 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from geolink_store.constants import CELLS, H3_COLUMN, HEADS, MODEL_COLUMN, MODELS, PATCHES, PREDICTIONS
+from geolink_store.constants import (
+    CELLS,
+    DEFAULT_EPOCH,
+    EPOCH_COLUMN,
+    H3_COLUMN,
+    HEADS,
+    IMAGERY,
+    MODEL_COLUMN,
+    MODELS,
+    PATCHES,
+    PREDICTIONS,
+)
 
 HEAD_COLUMN = "head_id"
 PARENT_COLUMN = "parent"
 """The ``patches`` column holding the H3 id of the cell whose chip holds the patch."""
 
+SOURCE_COLUMN = "source"
+ACQUIRED_COLUMN = "acquired"
+
 TABLE_KEYS: dict[str, tuple[str, ...]] = {
-    CELLS: (H3_COLUMN, MODEL_COLUMN),
-    PATCHES: (H3_COLUMN, MODEL_COLUMN),
+    CELLS: (H3_COLUMN, MODEL_COLUMN, EPOCH_COLUMN),
+    PATCHES: (H3_COLUMN, MODEL_COLUMN, EPOCH_COLUMN),
     MODELS: (MODEL_COLUMN,),
     HEADS: (HEAD_COLUMN,),
-    PREDICTIONS: (HEAD_COLUMN, H3_COLUMN),
+    PREDICTIONS: (HEAD_COLUMN, H3_COLUMN, EPOCH_COLUMN),
+    IMAGERY: (SOURCE_COLUMN, EPOCH_COLUMN),
 }
 """The columns that identify a row: writing a row with the key of a stored one replaces it."""
+LATER_COLUMNS: dict[str, dict[str, str]] = {
+    CELLS: {EPOCH_COLUMN: f"'{DEFAULT_EPOCH}'", ACQUIRED_COLUMN: "CAST(NULL AS DATE)"},
+    PATCHES: {EPOCH_COLUMN: f"'{DEFAULT_EPOCH}'"},
+    PREDICTIONS: {EPOCH_COLUMN: f"'{DEFAULT_EPOCH}'"},
+}
+"""Columns added after the first release, each with the SQL value its rows take in a store written before
+(every such row belongs to the default epoch and has no recorded acquisition date): readers assume that
+value where the column is missing; the first write adds the column (:mod:`geolink_store.store.epochs`)."""
 VECTOR_COLUMNS: dict[str, tuple[str, ...]] = {
     CELLS: ("image", "osm", "fused"),
     PATCHES: ("image", "fused"),
@@ -62,9 +85,11 @@ def cells_schema(image_dim: int, osm_dim: int, fused_dim: int, res: int) -> pa.S
             pa.field("n_point", pa.int32(), nullable=False),
             pa.field("n_line", pa.int32(), nullable=False),
             pa.field("n_polygon", pa.int32(), nullable=False),
-            pa.field("source", pa.string(), nullable=False),  # imagery id and date
+            pa.field(SOURCE_COLUMN, pa.string(), nullable=False),  # the imagery read, ``+``-joined
             pa.field(MODEL_COLUMN, pa.string(), nullable=False),
             pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),
+            pa.field(EPOCH_COLUMN, pa.string(), nullable=False),
+            pa.field(ACQUIRED_COLUMN, pa.date32(), nullable=True),  # where the imagery says when it was taken
         ]
     )
 
@@ -79,6 +104,7 @@ def patches_schema(image_dim: int, fused_dim: int) -> pa.Schema:
             pa.field("image", vector_type(image_dim), nullable=True),  # null for cells encoded OSM-only
             pa.field("fused", vector_type(fused_dim), nullable=False),
             pa.field(MODEL_COLUMN, pa.string(), nullable=False),
+            pa.field(EPOCH_COLUMN, pa.string(), nullable=False),
         ]
     )
 
@@ -122,14 +148,33 @@ PREDICTIONS_SCHEMA = pa.schema(
             "probabilities", pa.list_(pa.float32()), nullable=False
         ),  # one per class, in the head's order
         pa.field(MODEL_COLUMN, pa.string(), nullable=False),
+        pa.field(EPOCH_COLUMN, pa.string(), nullable=False),
     ]
 )
-"""One row per head and cell (or patch); ``probabilities`` has no fixed width: any number of classes fits."""
+"""One row per head, cell (or patch) and epoch; ``probabilities`` has no fixed width: any number of classes
+fits."""
+
+IMAGERY_SCHEMA = pa.schema(
+    [
+        pa.field(SOURCE_COLUMN, pa.string(), nullable=False),  # the name written in ``cells.source``
+        pa.field(EPOCH_COLUMN, pa.string(), nullable=False),
+        pa.field("uri", pa.string(), nullable=False),  # the raster file or tile folder, absolute
+        pa.field("options", pa.string(), nullable=False),  # JSON: how it was read (bands, value range...)
+        pa.field("west", pa.float64(), nullable=False),
+        pa.field("south", pa.float64(), nullable=False),
+        pa.field("east", pa.float64(), nullable=False),
+        pa.field("north", pa.float64(), nullable=False),
+        pa.field(ACQUIRED_COLUMN, pa.date32(), nullable=True),
+        pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),
+    ]
+)
+"""One row per imagery source and epoch an ingest read: where it is, so that its pixels can be shown again."""
 
 DECLARED_SCHEMAS: dict[str, pa.Schema] = {
     MODELS: MODELS_SCHEMA,
     HEADS: HEADS_SCHEMA,
     PREDICTIONS: PREDICTIONS_SCHEMA,
+    IMAGERY: IMAGERY_SCHEMA,
 }
 """The tables whose schema is fixed; ``cells`` and ``patches`` take the vector widths of their first rows."""
 
@@ -137,8 +182,23 @@ DECLARED_SCHEMAS: dict[str, pa.Schema] = {
 def expected_schema(table: str, stored: pa.Schema) -> pa.Schema | None:
     """The schema geolink writes for ``table``, with the vector widths and resolution of ``stored``.
 
-    None for a table geolink does not declare (one made with ``geolink sql --write``, say).
+    A table from before a :data:`LATER_COLUMNS` column existed is expected without it, and one that gained it
+    later (nullable, as columns added to a Lance table are) is expected so. None for a table geolink does not
+    declare (one made with ``geolink sql --write``, say).
     """
+    schema = _declared_schema(table, stored)
+    if schema is None:
+        return None
+    for name in LATER_COLUMNS.get(table, {}):
+        if name not in stored.names:
+            schema = schema.remove(schema.get_field_index(name))
+        else:
+            index = schema.get_field_index(name)
+            schema = schema.set(index, schema.field(index).with_nullable(stored.field(name).nullable))
+    return schema
+
+
+def _declared_schema(table: str, stored: pa.Schema) -> pa.Schema | None:
     if table in DECLARED_SCHEMAS:
         return DECLARED_SCHEMAS[table]
     widths = {field.name: field.type.list_size for field in stored if pa.types.is_fixed_size_list(field.type)}

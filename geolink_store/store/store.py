@@ -30,16 +30,24 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from geolink_store.constants import CELLS, H3_COLUMN, MODEL_COLUMN, MODELS
+from geolink_store.constants import CELLS, DEFAULT_EPOCH, EPOCH_COLUMN, H3_COLUMN, MODEL_COLUMN, MODELS
 from geolink_store.errors import InputError, StoreError
 from geolink_store.store._filters import model_filter
 from geolink_store.store._staging import StagingJournal, commit_fragments, write_fragments
 from geolink_store.store._writes import Rows, batches, conform, merge, prepared
 from geolink_store.store.check import Problem, check_table
 from geolink_store.store.damage import GuardedTable, guard
+from geolink_store.store.epochs import add_later_columns, chosen_epoch, epoch_filter, stored_epochs
 from geolink_store.store.indexes import INDEX_MIN_ROWS, REFRESH_SHARE, build_indexes, index_state
 from geolink_store.store.locations import file_system, is_remote, size_bytes
-from geolink_store.store.schema import CELL_KEY, DECLARED_SCHEMAS, MODELS_SCHEMA, TABLE_KEYS, VECTOR_COLUMNS
+from geolink_store.store.schema import (
+    CELL_KEY,
+    DECLARED_SCHEMAS,
+    LATER_COLUMNS,
+    MODELS_SCHEMA,
+    TABLE_KEYS,
+    VECTOR_COLUMNS,
+)
 from geolink_store.store.upkeep import Retention, optimize_table
 from geolink_store.store.versions import restore
 
@@ -210,6 +218,8 @@ class Store:
             raise InputError(f"unknown table {table!r}; the store writes {', '.join(TABLE_KEYS)}")
         inserted = updated = commits = 0
         target = self._open(table) if table in self.table_names() else None
+        if target is not None and add_later_columns(target, table):
+            target = self._open(table)
         for batch in batches(data):
             created = target is None and self._create(table, batch)
             if target is None:
@@ -254,6 +264,7 @@ class Store:
         """
         if table not in self.table_names():
             return self._db.create_table(table, schema=schema, exist_ok=True).schema
+        add_later_columns(self.table(table), table)
         stored = self.table(table).schema
         conform(table, schema.empty_table(), stored)
         return stored
@@ -267,15 +278,16 @@ class Store:
         return write_fragments(self.table_uri(table), data, self.table(table).schema)
 
     def commit_fragments(
-        self, table: str, fragments: list[str], *, model_id: str, replace: np.ndarray
+        self, table: str, fragments: list[str], *, model_id: str, epoch: str, replace: np.ndarray
     ) -> None:
         """Commit fragments from :meth:`write_fragments` in one transaction, then refresh the indexes.
 
-        The same commit drops the rows of ``model_id`` that the new rows replace: those of the cells in
-        ``replace`` (``h3`` for ``cells``, ``parent`` for ``patches``). Fragments committed already (by a run
-        interrupted after its commit) are not committed again.
+        The same commit drops the rows of ``model_id`` and ``epoch`` that the new rows replace: those of the
+        cells in ``replace`` (``h3`` for ``cells``, ``parent`` for ``patches``). Fragments committed already
+        (by a run interrupted after its commit) are not committed again.
         """
-        if commit_fragments(self.table_uri(table), fragments, CELL_KEY[table], replace, model_id):
+        where = self.rows_filter(table, model_id, epoch)
+        if commit_fragments(self.table_uri(table), fragments, CELL_KEY[table], replace, where):
             self.build_indexes(table)
 
     def journal(self, name: str) -> StagingJournal:
@@ -283,12 +295,36 @@ class Store:
         filesystem, root = file_system(self.location)
         return StagingJournal(filesystem, f"{root.rstrip('/')}/_staging/{name}")
 
-    def existing_cells(self, model_id: str, table: str = CELLS) -> np.ndarray:
-        """The sorted ``int64`` H3 ids already stored for ``model_id``: what a resumed ingest can skip."""
+    def existing_cells(self, model_id: str, table: str = CELLS, epoch: str = DEFAULT_EPOCH) -> np.ndarray:
+        """The sorted ``int64`` H3 ids already stored for ``model_id`` and ``epoch``: what a resumed ingest
+        can skip."""
         if table not in self.table_names():
             return np.empty(0, dtype=np.int64)
-        found = self.table(table).search().where(model_filter(model_id)).select([H3_COLUMN]).limit(None)
+        where = self.rows_filter(table, model_id, epoch)
+        found = self.table(table).search().where(where).select([H3_COLUMN]).limit(None)
         return np.sort(found.to_arrow()[H3_COLUMN].to_numpy())
+
+    def rows_filter(self, table: str, model_id: str, epoch: str) -> str:
+        """The filter selecting the rows of one model and epoch in ``table`` (of any store version)."""
+        by_epoch = epoch_filter(self.table(table).schema, epoch)
+        if by_epoch is None and epoch != DEFAULT_EPOCH:  # a store of before epochs holds only the default
+            return "FALSE"
+        return " AND ".join(filter(None, [model_filter(model_id), by_epoch]))
+
+    def epochs(self, table: str = CELLS, model_id: str | None = None) -> list[str]:
+        """The epochs with rows in ``table`` (of ``model_id``, if given), oldest first."""
+        if table not in self.table_names():
+            return []
+        return stored_epochs(self.table(table), model_filter(model_id) if model_id else None)
+
+    def default_epoch(self, epoch: str | None = None, table: str = CELLS, model_id: str | None = None) -> str:
+        """``epoch`` if ``table`` has rows of it (of ``model_id``, if given); if None, the latest epoch.
+
+        Raises:
+            StoreError: no such epoch, or the table is empty.
+        """
+        what = f"table {table!r}" + (f" for model {model_id!r}" if model_id else "")
+        return chosen_epoch(self.epochs(table, model_id), epoch, what)
 
     def vector_width(self, table: str, column: str) -> int:
         """The fixed width of a vector column."""
@@ -390,6 +426,7 @@ class Store:
         return {
             "rows": target.count_rows(),
             "models": self.model_ids(name) if MODEL_COLUMN in target.schema.names and name != MODELS else [],
+            **({"epochs": self.epochs(name)} if name in LATER_COLUMNS and EPOCH_COLUMN in LATER_COLUMNS[name] else {}),
             "vectors": {
                 field.name: field.type.list_size
                 for field in target.schema

@@ -93,7 +93,7 @@ def test_duplicate_keys_are_named(healthy: Path, tmp_path: Path) -> None:
     lancedb.connect(db).open_table("cells").add(cells_table(CELLS[:5], 16))  # a writer bypassing the upsert
     result = _run("check", "--db", db)
     [line] = result.stdout.splitlines()
-    assert result.exit_code == 1 and "5 keys (h3, model_id) are stored more than once" in line
+    assert result.exit_code == 1 and "5 keys (h3, model_id, epoch) are stored more than once" in line
     _restore_as_told(line)
     assert _run("check", "--db", db).exit_code == 0
 

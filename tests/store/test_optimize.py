@@ -127,6 +127,7 @@ def test_patches_get_no_index(tmp_path: Path) -> None:
             "image": vectors,
             "fused": vectors,
             "model_id": ["m"] * n,
+            "epoch": ["default"] * n,
         },
         schema=patches_schema(16, 16),
     )

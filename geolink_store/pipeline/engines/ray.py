@@ -220,6 +220,7 @@ class RayEngine:
                     table,
                     [f for r in results for f in r.fragments.get(table, [])],
                     model_id=plan.report.model_id,
+                    epoch=plan.settings.epoch,
                     replace=plan.todo,
                 )
         journal.clear()
