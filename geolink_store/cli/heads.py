@@ -10,17 +10,13 @@ from typing import TYPE_CHECKING
 import click
 
 from geolink_store.cli.group import OneLineErrors
-from geolink_store.cli.options import F, db_option, format_option, model_option
+from geolink_store.cli.options import F, db_option, epoch_option, format_option, model_option
 from geolink_store.constants import HEAD_MODALITIES
-from geolink_store.errors import InputError
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
     from geolink_store.store import Store
-
-MAP_SUFFIXES = (".png", ".html", ".htm")
-
 
 @click.group("heads", cls=OneLineErrors)
 def heads_group() -> None:
@@ -58,6 +54,7 @@ def _train_options(command: F) -> F:
                 help="Share of a cell a polygon must cover to label it.",
             ),
             model_option,
+            epoch_option,
             click.option("--seed", type=int, default=0, show_default=True),
             format_option(),
         ]
@@ -77,6 +74,7 @@ def train(
     split: str,
     min_share: float,
     model_id: str | None,
+    epoch: str | None,
     seed: int,
     fmt: str,
     modality: str,
@@ -93,6 +91,7 @@ def train(
         kind=kind,
         split=split,
         model_id=model_id,
+        epoch=epoch,
         min_share=min_share,
         seed=seed,
     )
@@ -126,6 +125,7 @@ def compare(
     split: str,
     min_share: float,
     model_id: str | None,
+    epoch: str | None,
     seed: int,
     fmt: str,
 ) -> None:
@@ -144,6 +144,7 @@ def compare(
             kind=kind,
             split=split,
             model_id=model_id,
+            epoch=epoch,
             min_share=min_share,
             seed=seed,
         )
@@ -172,17 +173,22 @@ def compare(
 @db_option
 @click.option("--head", "head_id", required=True, help="Head id (see `geolink heads list`).")
 @click.option("--model", "model_id", help="Refuse unless the head was trained on this model's vectors.")
+@epoch_option
 @click.option(
-    "--map", "map_path", type=click.Path(dir_okay=False), help="Also draw the predictions (.png or .html)."
+    "--map",
+    "map_path",
+    type=click.Path(dir_okay=False),
+    help="Also draw the predictions over the store's imagery: a .png, or an offline .html map.",
 )
-def predict(db: str, head_id: str, model_id: str | None, map_path: str | None) -> None:
+def predict(db: str, head_id: str, model_id: str | None, epoch: str | None, map_path: str | None) -> None:
     """Fill the predictions table for every stored cell of the head's model (and draw them first)."""
     from geolink_store.heads.from_store import predictions_for
+    from geolink_store.query.maps import check_map_path
     from geolink_store.store import Store
 
-    target = _map_target(map_path) if map_path else None
+    target = check_map_path(map_path) if map_path else None
     store = Store.open(db)
-    predictions = predictions_for(store, head_id, model_id)
+    predictions = predictions_for(store, head_id, model_id, epoch)
     if target is None:
         store.upsert("predictions", predictions)
     else:
@@ -196,26 +202,19 @@ def predict(db: str, head_id: str, model_id: str | None, map_path: str | None) -
         click.echo(f"map written to {map_path}", err=True)
 
 
-def _map_target(map_path: str) -> Path:
-    """``--map`` checked before anything is computed: a PNG or HTML file in an existing folder."""
-    path = Path(map_path)
-    if path.suffix.lower() not in MAP_SUFFIXES:
-        raise InputError(f"--map {map_path} must end in {', '.join(MAP_SUFFIXES)} (a PNG or an HTML map)")
-    if not path.parent.is_dir():
-        raise InputError(f"--map {map_path}: folder {path.parent} does not exist")
-    return path
-
-
 def _save_with_map(store: Store, predictions: pa.Table, target: Path) -> None:
     """Draw the map beside ``target``, upsert the predictions, then give the map its name.
 
     A failure at any step leaves neither the map nor new predictions behind.
     """
+    from geolink_store.heads.from_store import load_head
     from geolink_store.query.maps import predictions_map
 
+    head_id = predictions["head_id"][0].as_py() if predictions.num_rows else None
+    classes = load_head(store, head_id)[0]["classes"] if head_id else None
     partial = target.with_name(f".{target.name}.partial{target.suffix}")
     try:
-        predictions_map(predictions, partial)
+        predictions_map(predictions, partial, classes=classes, store=store)
         store.upsert("predictions", predictions)
         os.replace(partial, target)
     finally:

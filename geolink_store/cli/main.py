@@ -16,8 +16,10 @@ import click
 from geolink_store.cli.group import OneLineErrors
 
 COMMANDS = {
+    "change": "geolink_store.cli.change:change",
     "check": "geolink_store.cli.store:check",
     "demo": "geolink_store.cli.ingest:demo_command",
+    "disagree": "geolink_store.cli.change:disagree",
     "export": "geolink_store.cli.query:export",
     "heads": "geolink_store.cli.heads:heads_group",
     "index": "geolink_store.cli.store:index",
@@ -27,6 +29,7 @@ COMMANDS = {
     "pretrain": "geolink_store.cli.pretrain:pretrain_command",
     "restore": "geolink_store.cli.store:restore",
     "search": "geolink_store.cli.query:search",
+    "serve": "geolink_store.cli.serve:serve",
     "sql": "geolink_store.cli.query:sql",
     "zonal": "geolink_store.cli.query:zonal",
 }

@@ -51,6 +51,7 @@ db_option = click.option(
     "--db", required=True, callback=existing_store, help="Store: a directory or an s3://, gs://, az:// URI."
 )
 model_option = click.option("--model", "model_id", help="Model id (default: the store's only model).")
+epoch_option = click.option("--epoch", help="Epoch label (default: the latest; `geolink info` lists them).")
 
 
 def format_option(choices: Sequence[str] = ("table", "json")) -> Callable[[F], F]:

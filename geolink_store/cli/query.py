@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from geolink_store.cli.options import db_option, format_option, model_option
+from geolink_store.cli.options import db_option, epoch_option, format_option, model_option
 from geolink_store.constants import MODALITIES
 from geolink_store.errors import InputError
 
@@ -31,10 +31,20 @@ def _echo_json(value: Any) -> None:  # noqa: ANN401 (any JSON-serialisable value
 @click.option("--k", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--within", help="W,S,E,N bbox in degrees, or a polygon file: cells whose centre lies inside.")
 @click.option("--parent", help="Only descendants of this coarser H3 cell.")
+@click.option(
+    "--patches",
+    "fine",
+    is_flag=True,
+    help="Compare the fine patches instead: each hit cell comes with its best patch (where the match is).",
+)
 @model_option
+@epoch_option
 @format_option(("table", "json", "geojson"))
 @click.option(
-    "--map", "map_path", type=click.Path(dir_okay=False), help="Also write an HTML map of the results."
+    "--map",
+    "map_path",
+    type=click.Path(dir_okay=False),
+    help="Also draw the results over the store's imagery: a .png, or an offline .html map.",
 )
 def search(
     db: str,
@@ -45,14 +55,20 @@ def search(
     k: int,
     within: str | None,
     parent: str | None,
+    fine: bool,
     model_id: str | None,
+    epoch: str | None,
     fmt: str,
     map_path: str | None,
 ) -> None:
     """Find the stored cells most similar to a cell, a point or the features of a file."""
-    from geolink_store.query.search import search as run_search
-    from geolink_store.store import Store
+    from geolink_store.query.patch_search import search_patches
+    from geolink_store.query.search import hits_frame, search_hits
 
+    if map_path:  # maps (geopandas, LanceDB) load only when a map is asked for
+        from geolink_store.query.maps import check_map_path
+
+        check_map_path(map_path)
     point = None
     if lonlat is not None:
         try:
@@ -60,8 +76,8 @@ def search(
         except ValueError as error:
             raise InputError(f"--lonlat must be LON,LAT in degrees, got {lonlat!r}") from error
         point = (lon, lat)
-    results = run_search(
-        Store.open(db),
+    hits = (search_patches if fine else search_hits)(
+        db,
         cells=cell,
         lonlat=point,
         like_file=like_file,
@@ -70,19 +86,24 @@ def search(
         within=within,
         parent=parent,
         model_id=model_id,
+        epoch=epoch,
     )
     if map_path:
         from geolink_store.query.maps import results_map
+        from geolink_store.store import Store
 
-        results_map(results, map_path)
+        results_map(hits_frame(hits), map_path, store=Store.open(db))
         click.echo(f"map written to {map_path}", err=True)
     columns = ["h3", "h3_hex", "distance", "lon", "lat", "model_id"]
+    if fine:
+        columns[-1:-1] = ["patch", "patch_hex", "patch_lon", "patch_lat"]
     if fmt == "json":
-        _echo_json(results[columns].to_dict(orient="records"))
+        _echo_json(hits.rows.select(columns).to_pylist())
     elif fmt == "geojson":
-        click.echo(results.to_json())
+        click.echo(hits_frame(hits).to_json())
     else:
-        click.echo(results[columns].to_string(index=False))
+        shown = [hits.rows[name].to_pylist() for name in columns]
+        click.echo(_text_table(columns, list(zip(*shown, strict=True))))
 
 
 @click.command(epilog='Example: geolink sql --db store "SELECT h3_r7, count(*) FROM cells GROUP BY 1"')
@@ -97,7 +118,8 @@ def search(
     help="Load a vector file (GeoJSON, GPKG, ...) as table NAME (a plain SQL name); repeatable.",
 )
 @click.option("--write", is_flag=True, help="Allow statements that change the store.")
-def sql(db: str, query: str, fmt: str, files: tuple[str, ...], write: bool) -> None:
+@click.option("--epoch", help="Show only this epoch's rows in cells, patches and predictions (default: all).")
+def sql(db: str, query: str, fmt: str, files: tuple[str, ...], write: bool, epoch: str | None) -> None:
     """Run DuckDB SQL over the store's tables (read-only unless --write), with H3 functions."""
     from geolink_store.query.sql import SqlSession
 
@@ -107,7 +129,7 @@ def sql(db: str, query: str, fmt: str, files: tuple[str, ...], write: bool) -> N
         if not name or not path:
             raise InputError(f"--file takes NAME=PATH, got {item!r}")
         named[name] = path
-    with SqlSession(db, write=write, files=named, prepare_for=query) as session:
+    with SqlSession(db, write=write, files=named, prepare_for=query, epoch=epoch) as session:
         columns, rows = session.rows(query)
     if fmt == "json":
         _echo_json([dict(zip(columns, row, strict=True)) for row in rows])
@@ -162,9 +184,17 @@ def _cell_text(value: object) -> str:
     "--res", type=int, help="Weigh cells by the coverage of their parents at this coarser resolution."
 )
 @model_option
+@epoch_option
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output .parquet (GeoParquet).")
 def zonal(
-    db: str, zones: str, modality: str, stats: str, res: int | None, model_id: str | None, out: str
+    db: str,
+    zones: str,
+    modality: str,
+    stats: str,
+    res: int | None,
+    model_id: str | None,
+    epoch: str | None,
+    out: str,
 ) -> None:
     """Per zone: its cells' count and area-weighted mean/std vector, as GeoParquet."""
     from geolink_store.query.zonal import write_zonal_stats
@@ -178,6 +208,7 @@ def zonal(
         stats=[name.strip() for name in stats.split(",") if name.strip()],
         res=res,
         model_id=model_id,
+        epoch=epoch,
     )
     click.echo(f"wrote {written} zones to {out}", err=True)
 
@@ -187,10 +218,11 @@ def zonal(
 @click.option("--table", default="cells", show_default=True)
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output .parquet (GeoParquet).")
 @click.option("--model", "model_id", help="Only this model's rows.")
-def export(db: str, table: str, out: str, model_id: str | None) -> None:
+@click.option("--epoch", help="Only this epoch's rows (default: all).")
+def export(db: str, table: str, out: str, model_id: str | None, epoch: str | None) -> None:
     """Write a table to GeoParquet (EPSG:4326)."""
     from geolink_store.query.export import export_table
     from geolink_store.store import Store
 
-    rows = export_table(Store.open(db), table, Path(out), model_id=model_id)
+    rows = export_table(Store.open(db), table, Path(out), model_id=model_id, epoch=epoch)
     click.echo(f"wrote {rows} rows to {out}", err=True)

@@ -26,6 +26,7 @@ def info(db: str, fmt: str) -> None:
         click.echo(
             f"  {name}: {table['rows']} rows, search {table['search']}, vectors {vectors}, "
             f"models {', '.join(table['models']) or '-'}"
+            + (f", epochs {', '.join(table['epochs']) or '-'}" if "epochs" in table else "")
         )
         click.echo(
             f"    version {table['version']} ({table['versions']} kept), {table['fragments']} fragments, "

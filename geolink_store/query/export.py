@@ -13,24 +13,36 @@ from geolink_store.constants import H3_COLUMN, MODEL_COLUMN, WGS84
 from geolink_store.errors import GeolinkError
 from geolink_store.store import Store
 from geolink_store.store._filters import quote
+from geolink_store.store.epochs import epoch_filter
 
 
-def export_table(store: Store, table: str, out: str | os.PathLike, *, model_id: str | None = None) -> int:
-    """Write ``table`` (optionally one model's rows) to ``out``; returns the number of rows written.
+def export_table(
+    store: Store,
+    table: str,
+    out: str | os.PathLike,
+    *,
+    model_id: str | None = None,
+    epoch: str | None = None,
+) -> int:
+    """Write ``table`` (optionally one model's or one epoch's rows) to ``out``; returns the rows written.
 
     Tables with a ``geometry`` (WKB) column keep it; tables with only an ``h3`` column (``patches``) get the
     cells' hexagons; other tables (``models``) are written as plain Parquet.
 
     Raises:
-        GeolinkError: unknown table or model, or an output path whose folder does not exist.
+        GeolinkError: unknown table, model or epoch, or an output path whose folder does not exist.
     """
     out = Path(out)
     if not out.parent.is_dir():
         raise GeolinkError(f"output folder {out.parent} does not exist")
     target = store.table(table)
     query = target.search()
-    if model_id is not None:
-        query = query.where(f"{MODEL_COLUMN} = {quote(model_id)}")
+    filters = [f"{MODEL_COLUMN} = {quote(model_id)}"] if model_id is not None else []
+    if epoch is not None:
+        store.default_epoch(epoch, table, model_id)
+        filters += [f for f in [epoch_filter(target.schema, epoch)] if f]
+    if filters:
+        query = query.where(" AND ".join(filters))
     rows = query.limit(None).to_arrow()
     if model_id is not None and rows.num_rows == 0:
         raise GeolinkError(f"table {table!r} has no rows for model {model_id!r}")

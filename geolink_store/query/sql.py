@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING
 
 import duckdb
 
-from geolink_store.constants import CELLS
+from geolink_store.constants import CELLS, EPOCH_COLUMN
 from geolink_store.errors import GeolinkError, InputError, StoreError
 
 if TYPE_CHECKING:
@@ -68,13 +68,26 @@ CREATE MACRO cells_rollup(res, modality := 'fused') AS TABLE FROM query(CASE
     WHEN modality NOT IN ('image', 'osm', 'fused')
         THEN 'SELECT error(''cells_rollup: modality must be image, osm or fused'')'
     ELSE format(
-    'SELECT parent AS h3_r{{0}}, model_id, any_value(n) AS n, list(x ORDER BY i) AS {{1}}
-     FROM (SELECT parent, model_id, i, avg(x) AS x, count(*) AS n
-           FROM (SELECT h3_r{{0}} AS parent, model_id, unnest({{1}}) AS x, generate_subscripts({{1}}, 1) AS i
+    'SELECT parent AS h3_r{{0}}, model_id, epoch, any_value(n) AS n, list(x ORDER BY i) AS {{1}}
+     FROM (SELECT parent, model_id, epoch, i, avg(x) AS x, count(*) AS n
+           FROM (SELECT h3_r{{0}} AS parent, model_id, epoch, unnest({{1}}) AS x,
+                        generate_subscripts({{1}}, 1) AS i
                  FROM {CELLS} WHERE {{1}} IS NOT NULL)
            GROUP BY ALL)
-     GROUP BY parent, model_id', res::INTEGER, modality) END)
+     GROUP BY parent, model_id, epoch', res::INTEGER, modality) END)
 """
+CHANGE_MACRO = f"""
+CREATE MACRO cells_change(epoch_from, epoch_to) AS TABLE
+SELECT a.h3, a.model_id, a.epoch AS epoch_from, b.epoch AS epoch_to,
+       array_cosine_distance(a.image, b.image) AS image_distance,
+       array_cosine_distance(a.osm, b.osm) AS osm_distance,
+       array_cosine_distance(a.fused, b.fused) AS fused_distance,
+       a.acquired AS acquired_from, b.acquired AS acquired_to, a.geometry
+FROM {CELLS} a JOIN {CELLS} b ON a.h3 = b.h3 AND a.model_id = b.model_id
+WHERE a.epoch = epoch_from AND b.epoch = epoch_to
+"""
+"""Per cell of both epochs, the cosine distance between its vectors of the two (``geolink change``'s raw
+``distance``)."""
 SESSION_CONFIG = {
     "allow_persistent_secrets": False,
     "autoinstall_known_extensions": False,
@@ -228,10 +241,16 @@ class SqlSession:
         write: bool = False,
         files: Mapping[str, str | os.PathLike] | None = None,
         prepare_for: str | None = None,
+        epoch: str | None = None,
     ) -> None:
         self.uri, tables = _store_tables(store_path)
         self.location = str(store_path)
         self.write = write
+        if epoch is not None:  # the store modules (and pyarrow) load only when needed: SELECT 1 needs none
+            from geolink_store.store.epochs import checked_label
+
+            epoch = checked_label(epoch)
+        self.epoch = epoch
         self.tables = {name: f"{self.uri}/{name}.lance" for name in tables}
         layers = {_layer_name(name, tables): Path(path) for name, path in (files or {}).items()}
         plan = _Plan.of(prepare_for, tables, files=bool(layers), write=write)
@@ -369,7 +388,15 @@ class SqlSession:
     def _create_views(self, name: str, columns: list[tuple], *, geometry: bool) -> None:
         source = sql_literal(self.tables[name])
         replace = " REPLACE (ST_GeomFromWKB(geometry) AS geometry)" if geometry else ""
-        self.connection.execute(f"CREATE VIEW {_identifier(name)} AS SELECT *{replace} FROM {source}")
+        from geolink_store.store.schema import LATER_COLUMNS
+
+        names = {c[0] for c in columns}
+        later = LATER_COLUMNS.get(name, {})
+        added = "".join(f", {value} AS {column}" for column, value in later.items() if column not in names)
+        rows = f"SELECT *{replace}{added} FROM {source}"
+        if self.epoch is not None and EPOCH_COLUMN in later:
+            rows = f"SELECT * FROM ({rows}) WHERE {EPOCH_COLUMN} = {sql_literal(self.epoch)}"
+        self.connection.execute(f"CREATE VIEW {_identifier(name)} AS {rows}")
         if any(c[1].startswith("FLOAT[") for c in columns):
             self.connection.execute(
                 f"CREATE MACRO {_identifier(name + '_search')}(column_name, vector, k := 10) AS TABLE "
@@ -378,6 +405,7 @@ class SqlSession:
             )
         if name == CELLS:
             self.connection.execute(ROLLUP_MACRO)
+            self.connection.execute(CHANGE_MACRO)
 
     def _read_file(self, name: str, path: Path) -> None:
         if not path.is_file():
@@ -397,9 +425,13 @@ def run_sql(
     *,
     write: bool = False,
     files: Mapping[str, str | os.PathLike] | None = None,
+    epoch: str | None = None,
 ) -> pa.Table:
-    """Run SQL against a store (read-only unless ``write``) and return the last statement's rows."""
-    with SqlSession(store_path, write=write, files=files, prepare_for=sql) as session:
+    """Run SQL against a store and return the last statement's rows.
+
+    Read-only unless ``write``; with ``epoch``, the views show only that epoch's rows.
+    """
+    with SqlSession(store_path, write=write, files=files, prepare_for=sql, epoch=epoch) as session:
         return session.query(sql)
 
 

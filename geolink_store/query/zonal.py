@@ -27,7 +27,6 @@ from geolink_store import grid
 from geolink_store.constants import CELLS, H3_COLUMN, MODALITIES, WGS84, Modality
 from geolink_store.errors import GeolinkError, InputError
 from geolink_store.store import Store, parent_column
-from geolink_store.store._filters import model_filter
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -76,6 +75,7 @@ def zonal_stats(
     stats: Sequence[str] = STATS,
     res: int | None = None,
     model_id: str | None = None,
+    epoch: str | None = None,
 ) -> gpd.GeoDataFrame:
     """Per zone, the count and area-weighted statistics of its cells' ``modality`` vectors (module docstring).
 
@@ -86,6 +86,7 @@ def zonal_stats(
         stats: any of ``mean``, ``std``.
         res: weigh cells by the coverage of their parents at this resolution (default: the store's).
         model_id: whose vectors (default: the store's only model).
+        epoch: of which epoch (default: the latest).
 
     Raises:
         GeolinkError: unreadable or empty zones, an unknown modality or statistic, a resolution finer than
@@ -94,15 +95,18 @@ def zonal_stats(
     frame = _read_zones(zones)
     stats = _check_stats(stats, modality)
     model_id = store.default_model(model_id)
+    epoch = store.default_epoch(epoch, model_id=model_id)
     store_res = store.resolution(model_id)
     res = store_res if res is None else grid.check_resolution(res)
     if res > store_res:
         raise InputError(f"res={res} must be coarser than or equal to the store's resolution {store_res}")
-    outputs = ["model_id", "n_cells", "weight", *(f"{modality}_{name}" for name in stats)]
+    outputs = ["model_id", "epoch", "n_cells", "weight", *(f"{modality}_{name}" for name in stats)]
     clash = sorted(set(outputs) & set(frame.columns))
     if clash:
         raise InputError(f"zones have columns named like the output's ({', '.join(clash)}): rename them")
-    keys, vectors = _stored(store, modality, model_id, res if res < store_res else None)
+    keys, vectors = _stored(
+        store, modality, store.rows_filter(CELLS, model_id, epoch), res if res < store_res else None
+    )
     weights = _weights(frame.geometry.values, res, keys)
     sums = weights @ vectors
     total = np.asarray(weights.sum(axis=1)).ravel()
@@ -112,6 +116,7 @@ def zonal_stats(
     empty = total == 0
     result = frame.copy()
     result["model_id"] = model_id
+    result["epoch"] = epoch
     result["n_cells"] = np.diff(weights.indptr)
     result["weight"] = total
     for name, values in (("mean", mean), ("std", spread)):
@@ -172,20 +177,20 @@ def _check_stats(stats: Sequence[str], modality: str) -> list[str]:
 
 
 def _stored(
-    store: Store, modality: str, model_id: str, parent_res: int | None
+    store: Store, modality: str, rows_filter: str, parent_res: int | None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Each stored cell's key (its id, or its parent's at ``parent_res``) and its vector (float32)."""
+    """Of the rows matching ``rows_filter``: each cell's key (its id, or parent at ``parent_res``), vector."""
     key = H3_COLUMN if parent_res is None else parent_column(parent_res)
     rows = (
         store.table(CELLS)
         .search()
-        .where(f"{model_filter(model_id)} AND {modality} IS NOT NULL")
+        .where(f"{rows_filter} AND {modality} IS NOT NULL")
         .select([key, modality])
         .limit(None)
         .to_arrow()
     )
     if rows.num_rows == 0:
-        raise GeolinkError(f"the store has no {modality!r} vectors for model {model_id!r}")
+        raise GeolinkError(f"the store has no {modality!r} vectors for this model and epoch")
     column = rows[modality].combine_chunks()
     width = column.type.list_size if pa.types.is_fixed_size_list(column.type) else len(column[0])
     vectors = column.flatten().to_numpy().astype(np.float32, copy=False).reshape(-1, width)

@@ -1,8 +1,8 @@
 """When imagery was taken, where the file says so: its TIFF date tag, else a date in its name (NAIP style).
 
 NAIP quarter-quads are named ``m_4709963_se_14_1_20100629.tif`` (the last field: the acquisition day); GDAL
-exposes the TIFF ``DateTime`` tag as ``TIFFTAG_DATETIME`` (``YYYY:MM:DD HH:MM:SS``). The tag wins over the name
-when both are present and valid.
+exposes the TIFF ``DateTime`` tag as ``TIFFTAG_DATETIME`` (``YYYY:MM:DD HH:MM:SS``). The tag wins over the
+name when both are present and valid.
 """
 
 from __future__ import annotations
