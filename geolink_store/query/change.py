@@ -143,7 +143,7 @@ def _epoch_vectors(store: Store, model_id: str, epoch: str, modality: str, area:
     rows = store.table(CELLS).search().where(where).select([H3_COLUMN, modality]).limit(None).to_arrow()
     cells = rows[H3_COLUMN].to_numpy()
     column = rows[modality].combine_chunks()
-    vectors = column.flatten().to_numpy().astype(np.float32).reshape(len(cells), -1)
+    vectors = column.flatten().to_numpy().astype(np.float32).reshape(len(cells), column.type.list_size)
     order = np.argsort(cells)
     return EpochVectors(cells[order], _unit(vectors[order]))
 

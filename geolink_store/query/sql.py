@@ -205,7 +205,7 @@ class _Plan:
             for name in tables
             if name in words
             or f"{name}_search" in words
-            or (name == CELLS and words & {"cells_rollup", "cells_zonal"})
+            or (name == CELLS and words & {"cells_rollup", "cells_zonal", "cells_change"})
             or words & _CATALOG_WORDS
         )
         spatial = files or any(word.startswith("st_") or word == "geometry" for word in words)
