@@ -41,6 +41,8 @@ _EXPORTS = {
     "run_sql": "geolink_store.query.sql",
     "search": "geolink_store.query.search",
     "zonal_stats": "geolink_store.query.zonal",
+    "change_scores": "geolink_store.query.change",
+    "disagreement": "geolink_store.query.disagree",
     "list_heads": "geolink_store.heads",
     "predict_from_store": "geolink_store.heads",
     "train_from_store": "geolink_store.heads",
