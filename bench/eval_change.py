@@ -134,6 +134,7 @@ def paste_changes(
     with rasterio.open(source) as dataset:
         pixels = dataset.read()
         profile = dataset.profile
+        interpretation = dataset.colorinterp
         to_raster = transformer(CRS.from_user_input(WGS84), dataset.crs)
         inverse = ~dataset.transform
         shape = dataset.shape
@@ -154,10 +155,11 @@ def paste_changes(
         src_rows = np.clip(rows + int(round(dr)), 0, shape[0] - 1)
         src_cols = np.clip(cols + int(round(dc)), 0, shape[1] - 1)
         result[:, rows, cols] = pixels[:, src_rows, src_cols]
-    if darker:
-        result = (255 * 0.8 * (result / 255.0) ** 1.6).astype(np.uint8)
-    with rasterio.open(out, "w", **profile) as written:
+    if darker:  # kept off 0, the scene's nodata value
+        result = np.clip(255 * 0.8 * (result / 255.0) ** 1.6, 1, 255).astype(np.uint8)
+    with rasterio.open(out, "w", **profile, photometric="minisblack") as written:  # band 4 is NIR, not alpha
         written.write(result)
+        written.colorinterp = interpretation
 
 
 def pixel_ranking(before: Path, after: Path, cells: np.ndarray) -> np.ndarray:

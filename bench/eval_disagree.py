@@ -29,8 +29,8 @@ from geolink_store.testing import bench_record
 from model import GeoLink
 
 REGIONS = {
-    "kampala_r13": ("kampala_oam", "kampala_oam/labels.geojson", 13),
     "atlanta_r12": ("atlanta_spacenet/sample_geotiff.tif", "atlanta_spacenet/geotiff_labels.geojson", 12),
+    "kampala_r13": ("kampala_oam", "kampala_oam/labels.geojson", 13),
 }
 
 
@@ -49,6 +49,7 @@ def main() -> None:
         for name, (imagery, labels, res) in REGIONS.items():
             imagery_path = args.shared / imagery
             buildings = gpd.read_file(args.shared / labels).to_crs("EPSG:4326")[["geometry"]]
+            buildings["geometry"] = shapely.make_valid(buildings.geometry.values)
             buildings["building"] = "yes"
             region = ",".join(map(str, open_imagery(imagery_path).footprint.bounds))
             for seed in range(args.seeds):
