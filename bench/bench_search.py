@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from geolink_store.query.reader import TableReader
 from geolink_store.query.search import nearest, search
 from geolink_store.store.store import Store
 from geolink_store.testing import bench_record, cells_table, h3_grid
@@ -41,7 +42,7 @@ def measure(rows: int, dim: int, queries: int) -> None:
         built = store.build_indexes()
         index_s = time.perf_counter() - began
         picks = np.random.default_rng(0).choice(rows, queries, replace=False)
-        table = store.table("cells")
+        table = TableReader(store, "cells")
         latencies, ann_latencies, exact_latencies, recalls = [], [], [], []
         for i in picks:
             began = time.perf_counter()

@@ -4,7 +4,8 @@ Baselines, same run: a bare ``python -c "import click, numpy"`` for the ``--help
 3x) and a bare ``python -c "import duckdb; duckdb.sql('SELECT 1')"`` for the queries on a small synthetic
 store (targets: ``geolink sql --db STORE "SELECT 1"`` within 4x, ``geolink search`` within 6x). Each command
 runs in a fresh interpreter; the cases take turns, one run each per round, and each figure is the median of
-``--repeats`` rounds, so that a busy machine slows all of them alike.
+``--repeats`` rounds, so that a busy machine slows all of them alike. ``geolink search`` reads the store
+through pylance, so a bare ``import lance`` plus opening the table is measured too: the floor of any search.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ GEOLINK = str(Path(sys.executable).with_name("geolink"))
 HELP_BASELINE = "python -c 'import click, numpy'"
 QUERY_BASELINE = "python -c \"import duckdb; duckdb.sql('SELECT 1')\""
 TARGETS = {"geolink sql SELECT 1": 4.0, "geolink search --cell": 6.0}
+LANCE_FLOOR = "python: import lance, open cells (floor)"
 
 
 def medians(cases: dict[str, list[str]], repeats: int) -> dict[str, float]:
@@ -64,6 +66,7 @@ def main() -> None:
                 "SELECT h3_to_string(617733123060924415)",
             ],
             "geolink search --cell": [GEOLINK, "search", "--db", db, "--cell", cell, "--k", "10"],
+            LANCE_FLOOR: [sys.executable, "-c", f"import lance; lance.dataset({db!r} + '/cells.lance')"],
         }
         for group, baseline in ((helps, HELP_BASELINE), (queries, QUERY_BASELINE)):
             figures = medians(group, args.repeats)

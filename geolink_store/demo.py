@@ -83,6 +83,7 @@ def run_demo(out: Path, progress: Callable[[int], Callable[[int], None]]) -> Non
     png = out / "similarity_map.png"
     draw_similarity(cells, query, sample, png)
     click.echo(f"\nmaps: {out / 'search_map.html'} (interactive), {png}")
+    click.echo(f"explorer: geolink serve --db {db}   then open http://127.0.0.1:8000 in a browser")
     click.echo(
         f"data: {sample.attribution.read_text().splitlines()[0].lstrip('# ')} (see {sample.attribution})"
     )

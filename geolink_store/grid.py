@@ -21,6 +21,7 @@ from h3.api import basic_int as h3
 
 from geolink_store.constants import EQUAL_AREA, GEOPARQUET_SUFFIXES, MAX_RES, VECTOR_SUFFIXES, WGS84
 from geolink_store.errors import GeolinkError, InputError
+from geolink_store.polyfill import polygon_to_cells
 
 if TYPE_CHECKING:
     from pyproj import Transformer
@@ -99,14 +100,13 @@ def region_cells(region: Region, res: int, *, touching: bool = False) -> np.ndar
         return _cells_at(cells, res)
     geometry = region_geometry(region)
     check_cell_count(estimated_cells(geometry, res), res)
-    contain = "overlap" if touching else "center"
-    found = h3.h3shape_to_cells_experimental(h3.geo_to_h3shape(geometry), res, contain=contain)
-    if not found:
+    found = polygon_to_cells(geometry, res, "overlap" if touching else "center")
+    if not found.size:
         raise GeolinkError(
             f"the region holds no H3 cell centre at resolution {res}; "
             "use a finer resolution or touching cells"
         )
-    return np.sort(np.asarray(found, dtype=np.int64))
+    return np.sort(found)
 
 
 @functools.cache

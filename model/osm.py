@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import sys
+import tempfile
+from pathlib import Path
+
 import torch
 from torch import nn
 from torch_geometric.nn import GATConv, HeteroConv
@@ -33,6 +37,7 @@ class OSMHeteroGAT(nn.Module):
             {edge: GATConv(in_channels, out_channels, add_self_loops=False) for edge in EDGE_TYPES},
             aggr="mean",
         )
+        _remove_template_files(GATConv)
         self.convs = nn.ModuleList([conv])
 
     def forward(
@@ -45,6 +50,19 @@ class OSMHeteroGAT(nn.Module):
         for conv in self.convs:
             x = {t: h.relu() for t, h in conv(x, edge_index).items()}
         return x
+
+
+def _remove_template_files(conv: type) -> None:
+    """Delete the ``.py`` files torch_geometric renders a conv's ``propagate`` templates into.
+
+    It writes them to the system temp folder on a class's first instance and never removes them (two files per
+    process); the modules are loaded by then and nothing reads the files again.
+    """
+    for attribute in ("_jinja_propagate", "_jinja_edge_updater"):
+        function = getattr(conv, attribute, None)
+        path = getattr(sys.modules.get(getattr(function, "__module__", "")), "__file__", None)
+        if path and Path(path).parent == Path(tempfile.gettempdir()):
+            Path(path).unlink(missing_ok=True)
 
 
 def graph_layer_norm(x: torch.Tensor, batch: torch.Tensor, num_graphs: int, norm: nn.Module) -> torch.Tensor:

@@ -15,6 +15,7 @@ import pytest
 import rasterio
 import shapely
 from affine import Affine
+from pyproj import CRS
 from rasterio.features import rasterize
 from rasterio.warp import calculate_default_transform, reproject
 from scipy.ndimage import binary_dilation
@@ -166,3 +167,44 @@ def test_kampala_tiles_building_on_its_pixels(shared_data: Path, tmp_path: Path)
 def test_bundled_sample_building_on_its_pixels(tmp_path: Path) -> None:
     sample = kampala_sample()
     kampala_check(sample.imagery, sample.osm, tmp_path, min_chips=2)
+
+
+# ---- the window path (chips in the raster's own CRS) gives the warp's pixels ----
+
+ONE_GREY = 1.0 / 255 + 1e-6  # in [0, 1] RGB units, after the source's scaling
+
+
+@pytest.mark.parametrize(
+    ("raster", "res", "size"),
+    [
+        ("atlanta_spacenet/sample_geotiff.tif", 12, 224),  # uint16 pan, 0.5 m -> 0.1 m: bilinear
+        ("atlanta_spacenet/sample_geotiff.tif", 11, 56),  # 0.5 m -> 1 m: average
+        ("naip_north_dakota/m_4709963_se_14_1_20100629.tif", 10, 224),  # uint8 RGB(N), deflate, nodata 0
+        ("naip_north_dakota/m_4709963_se_14_1_20200831.tif", 9, 24),  # 5 m -> 14 m: average
+        ("bundled sample", 13, 224),  # XYZ tiles (RGBA VRT, EPSG:3857) on 3857 chips: the alpha band
+    ],
+)
+def test_window_path_gives_the_warped_pixels(shared_data: Path, raster: str, res: int, size: int) -> None:
+    """Every chip the window path reads (most of them) equals the warp's within one grey level."""
+    if raster == "bundled sample":
+        source = open_imagery(kampala_sample().imagery)
+        crs = CRS.from_epsg(3857)
+    else:
+        source = open_imagery(shared_data / raster)
+        crs = source.crs
+    (raster_source,) = source.sources
+    cells = source.covered_cells(region_cells(source.footprint, res))
+    compared = 0
+    for cell in cells:
+        spec = chip_for_cell(int(cell), crs, size=size)
+        _, source_pixel = raster_source._grid_in(crs)
+        kernel = "average" if spec.pixel_size > source_pixel else "bilinear"
+        window = raster_source._read_window(spec, kernel, source_pixel)
+        if window is None:
+            continue
+        rgb, valid = raster_source._read_warped(spec, kernel)
+        assert valid.all() and window[1].all()
+        grey = (np.abs(window[0] - rgb) * raster_source.scale).max()  # source units -> [0, 1] RGB
+        assert grey <= ONE_GREY, (cell, grey * 255)
+        compared += 1
+    assert compared >= max(5, cells.size // 3), (compared, cells.size)  # most chips take the window path

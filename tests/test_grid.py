@@ -228,3 +228,41 @@ def test_cell_shares_add_up_to_the_polygon_area() -> None:
     inside = shares == 1
     assert shapely.contains(zone, cell_geometries(cells[inside])).all()
     assert len(grid.cell_shares(shapely.LineString([(0, 0), (1, 1)]), 9)[0]) == 0
+
+
+def _monaco_quarters(shared_data: Path) -> shapely.Geometry:
+    """Monaco's six quarters (OSM admin_level 10) unioned: a real city boundary of 563 vertices."""
+    boundaries = gpd.read_file(shared_data / "osm" / "monaco.osm.pbf", layer="multipolygons")
+    quarters = boundaries[boundaries["admin_level"] == "10"]
+    assert len(quarters) == 6
+    return shapely.union_all(quarters.geometry.values)
+
+
+@pytest.mark.parametrize("res", [11, 12, 13])
+@pytest.mark.parametrize("touching", [False, True])
+def test_irregular_city_boundary_gives_h3s_own_cells(shared_data: Path, res: int, touching: bool) -> None:
+    """The hierarchical fill keeps exactly the cells H3's own fill keeps, by centre and by touching."""
+    geometry = _monaco_quarters(shared_data)
+    expected = h3.h3shape_to_cells_experimental(
+        h3.geo_to_h3shape(geometry), res, contain="overlap" if touching else "center"
+    )
+    cells = region_cells(geometry, res, touching=touching)
+    assert cells.size > 100
+    np.testing.assert_array_equal(cells, np.sort(np.array([h3.str_to_int(c) for c in expected])))
+
+
+@pytest.mark.parametrize("touching", [False, True])
+def test_box_and_atlanta_buildings_give_h3s_own_cells(shared_data: Path, touching: bool) -> None:
+    """A plain box and a union of real building outlines (many small parts, holes between them)."""
+    buildings = gpd.read_file(shared_data / "atlanta_spacenet" / "geotiff_labels.geojson").to_crs(4326)
+    for geometry, res in (
+        (shapely.box(32.4, 0.1, 32.6, 0.3), 10),
+        (shapely.union_all(buildings.geometry), 14),
+    ):
+        expected = h3.h3shape_to_cells_experimental(
+            h3.geo_to_h3shape(geometry), res, contain="overlap" if touching else "center"
+        )
+        np.testing.assert_array_equal(
+            region_cells(geometry, res, touching=touching),
+            np.sort(np.array([h3.str_to_int(c) for c in expected])),
+        )

@@ -203,8 +203,9 @@ def _check_enough(labelled: int, test_fraction: float, split: Split | None = Non
 def stored_vectors(
     store: Store, table: str, model_id: str, modality: HeadModality, epoch: str | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The H3 ids and (N, D) float32 vectors of one model and epoch (default: the latest); ``concat`` joins
-    image, OSM and fused vectors.
+    """The H3 ids and (N, D) float32 vectors of one model and epoch (default: the latest).
+
+    ``concat`` joins image, OSM and fused vectors.
 
     Missing OSM vectors are NaN rows for ``osm`` and zeros inside ``concat``.
     """
@@ -258,8 +259,7 @@ def load_head(store: Store, head_id: str) -> tuple[dict, Head]:
 def predict_from_store(
     store: Store, head_id: str, model_id: str | None = None, epoch: str | None = None
 ) -> pa.Table:
-    """Apply a head to every stored cell (or patch) of its model in ``epoch`` (default: the latest) and upsert
-    the ``predictions`` table."""
+    """Apply a head to its model's stored cells (or patches) of ``epoch`` (default: the latest), saved."""
     table = predictions_for(store, head_id, model_id, epoch)
     store.upsert("predictions", table)
     return table
@@ -268,8 +268,7 @@ def predict_from_store(
 def predictions_for(
     store: Store, head_id: str, model_id: str | None = None, epoch: str | None = None
 ) -> pa.Table:
-    """A head's predictions for every stored cell (or patch) of its model in ``epoch`` (default: the latest):
-    ``predictions`` rows, unsaved."""
+    """A head's ``predictions`` rows (unsaved) for its model's cells (or patches) of ``epoch`` (or latest)."""
     row, head = load_head(store, head_id)
     if model_id is not None and model_id != row[MODEL_COLUMN]:
         raise GeolinkError(

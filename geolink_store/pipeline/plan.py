@@ -50,7 +50,7 @@ class IngestSettings:
     Attributes:
         res: H3 resolution of the cells (one chip each).
         fine_res: resolution of the fine-grained patch cells (default ``res + 2``).
-        batch_size: cells per model batch (and per store commit).
+        batch_size: cells per model batch (the local engine commits many batches at once).
         min_valid: cells whose chip holds less than this share of valid imagery are skipped and counted.
         max_fusion_nodes: optional deterministic cap on OSM nodes per chip in the fusion block.
         bf16: run the model under bfloat16 autocast (default: on a GPU only).

@@ -1,10 +1,10 @@
 """H3 functions for DuckDB sessions: Arrow UDFs over :mod:`geolink_store.grid`, one numpy call per batch.
 
 DuckDB hands each function a batch of up to 2,048 rows as Arrow arrays; every function works on the whole
-batch with numpy (ids, strings and parents from the bits) or one h3 call per row where h3 has no batch form
-(points, children, disks, boundaries). H3 ids are BIGINT. A NULL, an invalid cell, a bad resolution or a
-point off the globe gives NULL, never an error; only lists that would exceed
-:data:`~geolink_store.grid.MAX_LIST_CELLS` cells raise one.
+batch with numpy (ids, strings and parents from the bits), h3ronpy (points: one call per batch, in Rust),
+or one h3 call per row where neither has a batch form (children, disks, boundaries). H3 ids are BIGINT. A
+NULL, an invalid cell, a bad resolution or a point off the globe gives NULL, never an error; only lists that
+would exceed :data:`~geolink_store.grid.MAX_LIST_CELLS` cells raise one.
 
 =====================================  ===========================================================
 ``h3_to_string(cell)``                 hexadecimal id (``8c6acc2c9af15ff``)
@@ -31,8 +31,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import shapely
 from duckdb.sqltypes import BIGINT, BLOB, BOOLEAN, DOUBLE, INTEGER, VARCHAR
+from h3ronpy.vector import coordinates_to_cells
 
 from geolink_store import grid
+from geolink_store.constants import MAX_RES
 
 Column = pa.Array | pa.ChunkedArray
 
@@ -73,7 +75,15 @@ def cell_to_parent(cells: Column, res: Column) -> pa.Array:
 
 
 def latlng_to_cell(lat: Column, lng: Column, res: Column) -> pa.Array:
-    return _ids(grid.latlng_cells(_floats(lat), _floats(lng), _ints(res)))
+    """The cell of each point, the batch in one h3ronpy call (h3-py has no batch form of this one)."""
+    lat_deg, lng_deg, level = _floats(lat), _floats(lng), _ints(res)
+    ok = np.isfinite(lat_deg) & np.isfinite(lng_deg) & (np.abs(lat_deg) <= 90) & (level >= 0)
+    ok &= level <= MAX_RES
+    found = coordinates_to_cells(
+        np.where(ok, lat_deg, 0.0), np.where(ok, lng_deg, 0.0), np.where(ok, level, 0).astype(np.uint8)
+    )
+    cells = pa.array(found).to_numpy(zero_copy_only=False).view(np.int64)
+    return _ids(np.where(ok, cells, -1))
 
 
 def _lists(found: tuple[np.ndarray, np.ndarray, np.ndarray]) -> pa.Array:

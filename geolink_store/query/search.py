@@ -9,33 +9,45 @@ rows, is searched exactly (flat scan of the filtered rows). Otherwise the IVF_HN
 ``nprobes`` partitions, HNSW ``ef`` = :data:`EF` and a ``refine_factor`` re-ranking on the full float32
 vectors (measured on 1M clustered 256-d rows, 2 cores: recall@10 0.98 at p50 5.3 ms); if an IVF prefilter ever
 leaves fewer than ``k`` rows, the search is redone exactly.
+
+Tables are read through pylance (:class:`~geolink_store.query.reader.TableReader`), not LanceDB, and the
+GeoDataFrame is built only by :func:`search`: :func:`search_hits` gives the same hits as Arrow, which is what
+lets ``geolink search`` start within a few times a bare DuckDB query. Searching the fine ``patches`` instead,
+to find what a whole-cell vector averages away: :mod:`geolink_store.query.patch_search`.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import geopandas as gpd
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import shapely
 
 from geolink_store import grid
-from geolink_store.constants import H3_COLUMN, MODALITIES, MODEL_COLUMN, WGS84, Modality
+from geolink_store.constants import CELLS, H3_COLUMN, MODALITIES, MODEL_COLUMN, WGS84, Modality
 from geolink_store.errors import GeolinkError
+from geolink_store.query.reader import TableReader, all_of
 from geolink_store.regions import checked_region, split_at_antimeridian
-from geolink_store.store import Store, parent_column
-from geolink_store.store._filters import quote
 from geolink_store.store.indexes import METRIC
+from geolink_store.store.schema import parent_column
 
 if TYPE_CHECKING:
-    from lancedb.table import Table
+    import geopandas as gpd
 
-RESULT_COLUMNS = [H3_COLUMN, "lon", "lat", "res", MODEL_COLUMN, "geometry", "_distance"]
+    from geolink_store.store import Store
+
+RESULT_COLUMNS = (H3_COLUMN, "lon", "lat", "res", MODEL_COLUMN, "geometry")
+"""The columns a hit is read with (beside ``_distance``)."""
 EXACT_MAX_ROWS = 20_000
+DROP_AFTER_MAX = 64
+"""Up to this many query cells are dropped from the ``k + n`` nearest rather than filtered out before the
+top-k: an unfiltered vector search costs about half a prefiltered one."""
 NPROBES = 10
 REFINE_FACTOR = 3
 EF = 100
@@ -75,6 +87,8 @@ def cells_of_features(path: str | os.PathLike, res: int) -> np.ndarray:
     Raises:
         GeolinkError: an unreadable file, no geometry, or polygons of more cells than the region size limit.
     """
+    import geopandas as gpd
+
     try:
         frame = gpd.read_file(path)
     except Exception as error:  # pyogrio raises several types for unreadable files
@@ -142,8 +156,23 @@ def spatial_filter(
     return " OR ".join(f"{column[r]} IN ({', '.join(map(str, ids))})" for r, ids in sorted(by_res.items()))
 
 
+@dataclass(frozen=True)
+class SearchHits:
+    """The result of a search as Arrow, nearest first: what :func:`search` turns into a GeoDataFrame.
+
+    Attributes:
+        rows: ``h3``, ``h3_hex``, ``distance``, ``lon``, ``lat``, ``res``, ``model_id`` and ``geometry`` (WKB
+            hexagon, EPSG:4326); a patch search adds where inside each cell the match is (see
+            :func:`geolink_store.query.patch_search.search_patches`).
+        query_cells: the ``int64`` ids of the cells (or patches) the query vector was made of.
+    """
+
+    rows: pa.Table
+    query_cells: np.ndarray
+
+
 def search(
-    store: Store,
+    store: Store | str | os.PathLike,
     *,
     cells: str | int | Sequence[str | int] | None = None,
     lonlat: tuple[float, float] | None = None,
@@ -155,11 +184,12 @@ def search(
     model_id: str | None = None,
     nprobes: int = NPROBES,
     refine_factor: int = REFINE_FACTOR,
+    epoch: str | None = None,
 ) -> gpd.GeoDataFrame:
     """The ``k`` stored cells nearest (cosine distance) to the mean vector of the query cells.
 
     Args:
-        store: an open store with a ``cells`` table.
+        store: an open store with a ``cells`` table, or its path or URI.
         cells: H3 ids (hex or int; several are averaged into one query).
         lonlat: a point (degrees); the query is the store cell containing it.
         like_file: a GeoJSON (or any vector file) whose features' stored cells are averaged.
@@ -170,6 +200,7 @@ def search(
         model_id: whose vectors to use; defaults to the table's only model.
         nprobes: IVF partitions probed (more: better recall, slower).
         refine_factor: re-rank ``k * refine_factor`` index candidates with full vectors (more: better recall).
+        epoch: whose vectors to compare, query and results alike (default: the model's latest epoch).
 
     Returns:
         A GeoDataFrame (EPSG:4326, hexagon geometry) with ``h3``, ``h3_hex``, ``distance``, ``lon``, ``lat``,
@@ -178,58 +209,114 @@ def search(
     Raises:
         GeolinkError: no or several query kinds, invalid or unstored cells, unknown modality, bad filters.
     """
+    found = search_hits(
+        store,
+        cells=cells,
+        lonlat=lonlat,
+        like_file=like_file,
+        modality=modality,
+        k=k,
+        within=within,
+        parent=parent,
+        model_id=model_id,
+        nprobes=nprobes,
+        refine_factor=refine_factor,
+        epoch=epoch,
+    )
+    return hits_frame(found)
+
+
+def search_hits(
+    store: Store | str | os.PathLike,
+    *,
+    cells: str | int | Sequence[str | int] | None = None,
+    lonlat: tuple[float, float] | None = None,
+    like_file: str | os.PathLike | None = None,
+    modality: Modality = "fused",
+    k: int = 10,
+    within: str | os.PathLike | None = None,
+    parent: str | int | None = None,
+    model_id: str | None = None,
+    nprobes: int = NPROBES,
+    refine_factor: int = REFINE_FACTOR,
+    epoch: str | None = None,
+) -> SearchHits:
+    """:func:`search` without the GeoDataFrame: the hits as Arrow (neither LanceDB nor geopandas is loaded).
+
+    Takes the arguments of :func:`search` and raises the same errors.
+    """
+    check_query(cells, lonlat, like_file, modality, k)
+    table = TableReader(store, CELLS)
+    model_id = table.default_model(model_id)
+    res = table.resolution(model_id)
+    rows = table.rows_filter(model_id, table.default_epoch(model_id, epoch))
+    query_cells = query_cells_at(res, cells=cells, lonlat=lonlat, like_file=like_file)
+    area = spatial_filter(within, parent, res)
+    query = query_vector(
+        table.rows(all_of(rows, f"{H3_COLUMN} IN ({_ids(query_cells)})"), [H3_COLUMN, modality]),
+        query_cells,
+        modality,
+        model_id,
+        required=cells is not None or lonlat is not None,
+    )
+    drop_after = len(query_cells) <= DROP_AFTER_MAX  # else: filtered out before the top-k
+    excluded = None if drop_after else f"{H3_COLUMN} NOT IN ({_ids(query_cells)})"
+    where = all_of(rows, area, excluded)
+    wanted = k + len(query_cells) if drop_after else k
+    indexed = modality in table.indexed_columns()
+    candidates = table.count(where) if indexed and area else None  # an area may leave few rows
+    exact = not indexed or (candidates is not None and candidates <= EXACT_MAX_ROWS)
+    found = nearest(
+        table, query, modality, where, wanted, exact=exact, nprobes=nprobes, refine_factor=refine_factor
+    )
+    if not exact and found.num_rows < wanted and (candidates is None or found.num_rows < candidates):
+        found = nearest(table, query, modality, where, wanted, exact=True)
+    found = found.sort_by("_distance")
+    found = found.filter(pc.invert(pc.is_in(found[H3_COLUMN], pa.array(query_cells)))).slice(0, k)
+    return SearchHits(with_hex_ids(found), query_cells)
+
+
+def check_query(cells: object, lonlat: object, like_file: object, modality: str, k: int) -> None:
+    """Refuse a search without exactly one query kind, with an unknown modality or with ``k`` < 1.
+
+    Raises:
+        GeolinkError: any of these.
+    """
     if sum(given is not None for given in (cells, lonlat, like_file)) != 1:
         raise GeolinkError("give exactly one query: cells=, lonlat= or like_file=")
     if modality not in MODALITIES:
         raise GeolinkError(f"modality must be one of {', '.join(MODALITIES)}, got {modality!r}")
     if k < 1:
         raise GeolinkError(f"k must be at least 1, got {k}")
-    table = store.table("cells")
-    model_id = store.default_model(model_id)
-    res = store.resolution(model_id)
+
+
+def query_cells_at(
+    res: int,
+    *,
+    cells: str | int | Sequence[str | int] | None,
+    lonlat: tuple[float, float] | None,
+    like_file: str | os.PathLike | None,
+) -> np.ndarray:
+    """The query's cells: the given ids, the cell at ``res`` holding the point, or those of the file."""
     if cells is not None:
-        query_cells = parse_cells(cells)
-    elif lonlat is not None:
-        query_cells = np.array([cell_at(*lonlat, res)], dtype=np.int64)
-    else:
-        query_cells = cells_of_features(Path(like_file), res)
-    area = spatial_filter(within, parent, res)
-    query = _query_vector(
-        table, query_cells, modality, model_id, required=cells is not None or lonlat is not None
-    )
-    model_filter = f"{MODEL_COLUMN} = {quote(model_id)}"
-    where = " AND ".join(
-        part
-        for part in (model_filter, f"({area})" if area else None, f"{H3_COLUMN} NOT IN ({_ids(query_cells)})")
-        if part
-    )
-    indexed = any(modality in index.columns for index in table.list_indices())
-    candidates = table.count_rows(where) if indexed and area else None  # an area may leave few rows
-    exact = not indexed or (candidates is not None and candidates <= EXACT_MAX_ROWS)
-    found = nearest(
-        table, query, modality, where, k, exact=exact, nprobes=nprobes, refine_factor=refine_factor
-    )
-    if not exact and found.num_rows < k and (candidates is None or found.num_rows < candidates):
-        found = nearest(
-            table, query, modality, where, k, exact=True, nprobes=nprobes, refine_factor=refine_factor
-        )
-    return _to_frame(found, query_cells)
+        return parse_cells(cells)
+    if lonlat is not None:
+        return np.array([cell_at(*lonlat, res)], dtype=np.int64)
+    return cells_of_features(Path(like_file), res)
 
 
 def _ids(cells: np.ndarray) -> str:
     return ", ".join(str(int(cell)) for cell in cells)
 
 
-def _query_vector(
-    table: Table, cells: np.ndarray, modality: str, model_id: str, *, required: bool
+def query_vector(
+    rows: pa.Table, cells: np.ndarray, modality: str, model_id: str, *, required: bool
 ) -> np.ndarray:
-    rows = (
-        table.search()
-        .where(f"{MODEL_COLUMN} = {quote(model_id)} AND {H3_COLUMN} IN ({_ids(cells)})")
-        .select([H3_COLUMN, modality])
-        .limit(None)
-        .to_arrow()
-    )
+    """The mean of the unit-length ``modality`` vectors of ``rows`` (the stored rows of the query ``cells``).
+
+    Raises:
+        GeolinkError: a query cell is not stored (when ``required``, or when none is), or has no such vector.
+    """
     stored = set(rows[H3_COLUMN].to_pylist())
     missing = [int(cell) for cell in cells if int(cell) not in stored]
     if missing and (required or not stored):
@@ -248,7 +335,7 @@ def _query_vector(
 
 
 def nearest(
-    table: Table,
+    table: TableReader,
     query: np.ndarray,
     modality: str,
     where: str | None,
@@ -257,27 +344,40 @@ def nearest(
     exact: bool,
     nprobes: int = NPROBES,
     refine_factor: int = REFINE_FACTOR,
+    columns: Sequence[str] = RESULT_COLUMNS,
 ) -> pa.Table:
-    """The ``k`` rows of a LanceDB table nearest to a vector (Arrow, with ``_distance``).
+    """The ``k`` rows of a table nearest to a vector (Arrow, with ``_distance``).
 
     ``where`` is applied as a prefilter; the search is exact (flat) or goes through the ANN index with the
     given parameters.
     """
-    builder = table.search(query, vector_column_name=modality).metric(METRIC).select(RESULT_COLUMNS).limit(k)
-    if where:
-        builder = builder.where(where, prefilter=True)
-    if exact:
-        builder = builder.bypass_vector_index()
-    else:
-        builder = builder.nprobes(nprobes).refine_factor(refine_factor).ef(EF)
-    return builder.to_arrow()
+    return table.nearest(
+        query,
+        modality,
+        where,
+        k,
+        columns,
+        metric=METRIC,
+        exact=exact,
+        nprobes=nprobes,
+        refine_factor=refine_factor,
+        ef=EF,
+    )
 
 
-def _to_frame(found: pa.Table, query_cells: np.ndarray) -> gpd.GeoDataFrame:
-    found = found.sort_by("_distance")
-    geometry = gpd.GeoSeries.from_wkb(found["geometry"].to_pylist(), crs=WGS84)
-    frame = found.drop_columns(["geometry"]).rename_columns({"_distance": "distance"}).to_pandas()
-    frame.insert(1, "h3_hex", [grid.hex_id(cell) for cell in frame[H3_COLUMN]])
+def with_hex_ids(found: pa.Table) -> pa.Table:
+    """Search results with ``_distance`` renamed ``distance`` and ``h3_hex`` beside ``h3``."""
+    found = found.rename_columns({"_distance": "distance"})
+    hexes = grid.hex_id_array(found[H3_COLUMN].to_numpy())
+    return found.add_column(found.schema.get_field_index(H3_COLUMN) + 1, "h3_hex", hexes)
+
+
+def hits_frame(found: SearchHits) -> gpd.GeoDataFrame:
+    """Search hits as a GeoDataFrame (EPSG:4326, the ``geometry`` column's hexagons), nearest first."""
+    import geopandas as gpd
+
+    geometry = gpd.GeoSeries.from_wkb(found.rows["geometry"].to_pylist(), crs=WGS84)
+    frame = found.rows.drop_columns(["geometry"]).to_pandas()
     result = gpd.GeoDataFrame(frame, geometry=geometry, crs=WGS84)
-    result.attrs["query_cells"] = [int(cell) for cell in query_cells]
+    result.attrs["query_cells"] = [int(cell) for cell in found.query_cells]
     return result

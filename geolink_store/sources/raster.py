@@ -1,8 +1,10 @@
-"""One GDAL-readable raster read chip by chip: windowed, warped onto the chip grid, scaled to RGB in [0, 1].
+"""One GDAL-readable raster read chip by chip: windowed, resampled onto the chip grid, scaled to RGB 0..1.
 
-Each read warps only the source pixels under one chip (a ``WarpedVRT`` onto ``ChipSpec.transform``), never
-the whole scene. Validity comes from the warper's alpha: pixels outside the raster, source nodata, the source
-mask or alpha band all read as invalid.
+A chip in the raster's own CRS (north up) that lies inside it, over valid pixels only, is one windowed read
+resampled in numpy (:mod:`geolink_store.sources.window`: the same kernels, several times faster). Every other
+chip warps only the source pixels under it (a ``WarpedVRT`` onto ``ChipSpec.transform``), never the whole
+scene; there validity comes from the warper's alpha: pixels outside the raster, source nodata, the source mask
+or alpha band all read as invalid.
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ import numpy as np
 import rasterio
 import shapely
 from pyproj import CRS
-from rasterio.enums import ColorInterp, Resampling
+from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.errors import RasterioError
 from rasterio.vrt import WarpedVRT
 
 from geolink_store.chips import ChipSpec, transformer
 from geolink_store.errors import GeolinkError
+from geolink_store.sources.window import FAST_KERNELS, is_north_up, plan_window
 
 ResamplingName = Literal["auto", "nearest", "bilinear", "cubic", "average", "lanczos"]
 DEFAULT_PERCENTILES = (2.0, 98.0)
@@ -73,6 +76,7 @@ class RasterSource:
         self.resampling = resampling
         self._footprint = footprint
         self._grid_cache: dict[str, tuple[shapely.Geometry, float]] = {}
+        self._own_crs: dict[str, bool] = {}
         dataset = self._dataset
         if dataset.crs is None:
             raise GeolinkError(f"imagery {self.name} has no CRS; georeference it (e.g. gdal_edit.py -a_srs)")
@@ -108,7 +112,7 @@ class RasterSource:
         return shapely.transform(box, lambda xy: np.column_stack(to_wgs84.transform(xy[:, 0], xy[:, 1])))
 
     def read(self, spec: ChipSpec) -> tuple[np.ndarray, np.ndarray] | None:
-        """Warp the raster onto a chip grid.
+        """Read the raster onto a chip grid (a windowed read where it can, else a warp).
 
         Returns:
             ``(rgb, valid)``: float32 ``(3, size, size)`` scaled to [0, 1] (clipped), and a bool
@@ -123,30 +127,87 @@ class RasterSource:
         resampling = self.resampling
         if resampling == "auto":
             resampling = "average" if spec.pixel_size > source_pixel else "bilinear"
-        indexes = [*self.bands, self.alpha_band or self._dataset.count + 1]
         try:
-            with WarpedVRT(
-                self._dataset,
-                crs=spec.crs.to_wkt(),
-                transform=spec.transform,
-                width=spec.size,
-                height=spec.size,
-                resampling=Resampling[resampling],
-                add_alpha=self.alpha_band is None,
-            ) as warped:
-                pixels = warped.read(indexes)
+            pixels = self._read_window(spec, resampling, source_pixel)
+            if pixels is None:
+                pixels = self._read_warped(spec, resampling)
         except RasterioError as error:
             raise GeolinkError(f"cannot read imagery {self.name}: {_reason(error)}") from error
-        rgb = pixels[:-1].astype(np.float32)
-        finite = np.isfinite(rgb).all(axis=0)  # NaN/inf pixels of float rasters without a nodata value
-        valid = (pixels[-1] >= ALPHA_VALID) & finite
+        rgb, valid = pixels
         if not valid.any():
             return None
-        rgb[:, ~finite] = 0.0
         rgb -= self.low
         rgb *= self.scale
         np.clip(rgb, 0.0, 1.0, out=rgb)
         return np.broadcast_to(rgb, (3, spec.size, spec.size)), valid
+
+    def _read_window(
+        self, spec: ChipSpec, resampling: str, source_pixel: float
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """The chip as one windowed read resampled in numpy, or None where only the warp gives it.
+
+        That is a chip in another CRS, a kernel the window path does not have (or ``bilinear`` shrinking,
+        which GDAL widens), a window past the raster's edge, or one holding a nodata, masked or non-finite
+        pixel (the warp weighs those out).
+        """
+        dataset = self._dataset
+        shrinking = spec.pixel_size > source_pixel
+        fits = resampling == "nearest" or (resampling == "average") == shrinking
+        if resampling not in FAST_KERNELS or not fits:
+            return None
+        if not self._in_own_crs(spec.crs):
+            return None
+        plan = plan_window(spec, dataset.transform, dataset.width, dataset.height, resampling)
+        if plan is None:
+            return None
+        indexes = [*self.bands, self.alpha_band] if self.alpha_band else self.bands
+        pixels = dataset.read(indexes, window=plan.window)
+        if self.alpha_band and (pixels[-1] < np.iinfo(pixels.dtype).max).any():
+            return None
+        pixels = pixels[: len(self.bands)]
+        if dataset.nodata is not None and (pixels == dataset.nodata).any():
+            return None
+        if self._has_mask and (dataset.read_masks(self.bands, window=plan.window) == 0).any():
+            return None
+        rgb = plan.resample(pixels)
+        if not np.isfinite(rgb).all():
+            return None
+        if np.issubdtype(pixels.dtype, np.integer):
+            np.floor(rgb + 0.5, out=rgb)  # the warp's rounding into an integer raster
+        return rgb, np.ones((spec.size, spec.size), dtype=bool)
+
+    def _read_warped(self, spec: ChipSpec, resampling: str) -> tuple[np.ndarray, np.ndarray]:
+        """The chip warped onto its grid, and where the warper's alpha says it holds data."""
+        indexes = [*self.bands, self.alpha_band or self._dataset.count + 1]
+        with WarpedVRT(
+            self._dataset,
+            crs=spec.crs.to_wkt(),
+            transform=spec.transform,
+            width=spec.size,
+            height=spec.size,
+            resampling=Resampling[resampling],
+            add_alpha=self.alpha_band is None,
+        ) as warped:
+            pixels = warped.read(indexes)
+        rgb = pixels[:-1].astype(np.float32)
+        finite = np.isfinite(rgb).all(axis=0)  # NaN/inf pixels of float rasters without a nodata value
+        rgb[:, ~finite] = 0.0
+        return rgb, (pixels[-1] >= ALPHA_VALID) & finite
+
+    def _in_own_crs(self, crs: CRS) -> bool:
+        """Whether chips in ``crs`` can skip the warp: the raster's own CRS, and the raster north up."""
+        key = crs.srs
+        if key not in self._own_crs:
+            self._own_crs[key] = crs == self.crs and is_north_up(self._dataset.transform)
+        return self._own_crs[key]
+
+    @cached_property
+    def _has_mask(self) -> bool:
+        """Whether a band has a mask of its own (beyond nodata and alpha, which are checked directly)."""
+        return any(
+            MaskFlags.per_dataset in flags and MaskFlags.alpha not in flags
+            for flags in (self._dataset.mask_flag_enums[band - 1] for band in self.bands)
+        )
 
     def _grid_in(self, crs: CRS) -> tuple[shapely.Geometry, float]:
         """The raster's bounds and pixel size in another CRS (cached per CRS).

@@ -137,7 +137,7 @@ def _segment_problem(name: str, segment: IndexSegmentDescription, files: dict[st
 def _duplicate_keys(ds: LanceDataset, table: str) -> list[str]:
     if table not in (CELLS, PATCHES):
         return []
-    keys = [key for key in TABLE_KEYS[table] if key in ds.schema.names]  # a store of before epochs has no epoch
+    keys = [key for key in TABLE_KEYS[table] if key in ds.schema.names]  # a store of before epochs: no epoch
     counts = ds.to_table(columns=keys).group_by(keys).aggregate([([], "count_all")])
     repeated = counts.filter(pc.greater(counts["count_all"], 1))
     if not repeated.num_rows:

@@ -8,8 +8,8 @@ other :data:`~geolink_store.store.schema.LATER_COLUMNS`) in one commit, the old 
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
-import lancedb
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -17,6 +17,9 @@ from geolink_store.constants import DEFAULT_EPOCH, EPOCH_COLUMN
 from geolink_store.errors import InputError, StoreError
 from geolink_store.store._filters import quote
 from geolink_store.store.schema import LATER_COLUMNS
+
+if TYPE_CHECKING:
+    import lancedb  # only annotations: readers of epochs (geolink search) start without LanceDB
 
 _LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
@@ -67,7 +70,7 @@ def chosen_epoch(epochs: list[str], epoch: str | None, what: str) -> str:
 
 
 def epoch_filter(schema: pa.Schema, epoch: str) -> str | None:
-    """The filter selecting the rows of ``epoch``: None for a table of before epochs (all its rows are one)."""
+    """The filter selecting the rows of ``epoch``; None for a table of before epochs (its rows are one)."""
     if EPOCH_COLUMN in schema.names:
         return f"{EPOCH_COLUMN} = {quote(epoch)}"
     return None
@@ -76,7 +79,9 @@ def epoch_filter(schema: pa.Schema, epoch: str) -> str | None:
 def add_later_columns(table: lancedb.table.Table, name: str) -> bool:
     """Give a table of an older store the columns added since, in one commit; False when it has them all."""
     missing = {
-        column: value for column, value in LATER_COLUMNS.get(name, {}).items() if column not in table.schema.names
+        column: value
+        for column, value in LATER_COLUMNS.get(name, {}).items()
+        if column not in table.schema.names
     }
     if not missing:
         return False

@@ -296,8 +296,7 @@ class Store:
         return StagingJournal(filesystem, f"{root.rstrip('/')}/_staging/{name}")
 
     def existing_cells(self, model_id: str, table: str = CELLS, epoch: str = DEFAULT_EPOCH) -> np.ndarray:
-        """The sorted ``int64`` H3 ids already stored for ``model_id`` and ``epoch``: what a resumed ingest
-        can skip."""
+        """The sorted ``int64`` H3 ids stored for ``model_id`` and ``epoch``: what a resumed ingest skips."""
         if table not in self.table_names():
             return np.empty(0, dtype=np.int64)
         where = self.rows_filter(table, model_id, epoch)
@@ -426,7 +425,7 @@ class Store:
         return {
             "rows": target.count_rows(),
             "models": self.model_ids(name) if MODEL_COLUMN in target.schema.names and name != MODELS else [],
-            **({"epochs": self.epochs(name)} if name in LATER_COLUMNS and EPOCH_COLUMN in LATER_COLUMNS[name] else {}),
+            **({"epochs": self.epochs(name)} if EPOCH_COLUMN in LATER_COLUMNS.get(name, {}) else {}),
             "vectors": {
                 field.name: field.type.list_size
                 for field in target.schema

@@ -14,7 +14,9 @@ import pytest
 from h3.api import basic_int as h3
 
 from geolink_store.errors import GeolinkError
-from geolink_store.pipeline import IngestSettings, ingest
+from geolink_store.pipeline import IngestSettings, ingest, plan_ingest
+from geolink_store.pipeline.engines.local import LocalEngine
+from geolink_store.pipeline.prefetch import prefetched
 from geolink_store.sample import kampala_sample
 from geolink_store.store import Store
 from model import GeoLink, GeoLinkConfig
@@ -79,7 +81,9 @@ def test_reingest_replaces_instead_of_duplicating(clean_store: Path, tmp_path: P
 
 WORKER = """
 import sys
-from geolink_store.pipeline import IngestSettings, ingest
+from geolink_store.pipeline import IngestSettings, ingest, plan_ingest
+from geolink_store.pipeline.engines.local import LocalEngine
+from geolink_store.pipeline.prefetch import prefetched
 from geolink_store.sample import kampala_sample
 s = kampala_sample()
 ingest(sys.argv[1], s.region, [str(s.imagery)], str(s.osm),
@@ -189,3 +193,43 @@ def test_geometry_model_ingests_with_geometry_and_a_builder_without_it_is_refuse
         unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
         osm[geometry] = (unit @ unit.T)[~np.eye(len(unit), dtype=bool)].mean()
     assert osm[False] > 0.9999 and osm[True] < 0.99
+
+
+def test_batches_are_committed_together_and_equal_a_sequential_run(clean_store: Path, tmp_path: Path) -> None:
+    """18 batches of 4 cells: the first batch alone, then one commit per 32 cells (4 versions, not 18),
+    read ahead in a worker thread; the rows equal those of the clean run, and of a run without read-ahead."""
+    for name, engine in (
+        ("ahead", LocalEngine(commit_cells=32, commit_seconds=3600)),
+        ("inline", LocalEngine(prefetch=0)),
+    ):
+        db = tmp_path / name
+        plan = plan_ingest(
+            str(db),
+            SAMPLE.region,
+            [str(SAMPLE.imagery)],
+            str(SAMPLE.osm),
+            settings=IngestSettings(res=SAMPLE.res, fine_res=SAMPLE.fine_res, batch_size=4),
+        )
+        engine.run(plan, None)
+        assert plan.report.cells_encoded == 72
+        if name == "ahead":
+            assert [len(Store.open(db).table(t).list_versions()) for t in ("cells", "patches")] == [4, 4]
+        for table in ("cells", "patches"):
+            rows, clean = _rows(db, table), _rows(clean_store, table)
+            assert rows.keys() == clean.keys()
+            for cell, vector in clean.items():
+                np.testing.assert_allclose(rows[cell], vector, rtol=1e-4, atol=1e-5)
+
+
+def test_read_ahead_keeps_order_and_raises_where_the_producer_failed() -> None:
+    def produce():
+        yield from range(5)
+        raise GeolinkError("cannot read imagery x.tif: truncated")
+
+    seen = []
+    with pytest.raises(GeolinkError, match="truncated"):
+        for item in prefetched(produce(), depth=2):
+            seen.append(item)
+    assert seen == [0, 1, 2, 3, 4]
+    assert list(prefetched(iter(range(7)), depth=3)) == list(range(7))
+    assert list(prefetched(iter(range(3)), depth=0)) == [0, 1, 2]

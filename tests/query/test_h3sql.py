@@ -79,6 +79,20 @@ def test_bad_input_gives_null_and_huge_lists_an_error(store_and_rows) -> None:
         run_sql(store.path, "SELECT sum(len(h3_cell_to_children(h3, 15))) FROM cells")
 
 
+def test_latlng_to_cell_equals_h3py_over_the_globe_and_every_resolution(store_and_rows) -> None:
+    """The batched (h3ronpy) point lookup against h3-py, on random points incl. poles, the antimeridian and
+    longitudes past +-180 (which h3-py wraps)."""
+    rng = np.random.default_rng(7)
+    lat = np.concatenate([rng.uniform(-90, 90, 3000), [90.0, -90.0, 0.0, 12.5, -33.0]])
+    lng = np.concatenate([rng.uniform(-540, 540, 3000), [0.0, 0.0, 180.0, -180.0, 719.5]])
+    res = rng.integers(0, 16, len(lat))
+    with SqlSession(store_and_rows[0].path, prepare_for="SELECT h3_latlng_to_cell") as session:
+        session.connection.register("pts", {"lat": lat, "lng": lng, "res": res.astype(np.int32)})
+        found = session.query("SELECT h3_latlng_to_cell(lat, lng, res) AS c FROM pts")["c"].to_pylist()
+    expected = [h3.str_to_int(h3.latlng_to_cell(a, b, int(r))) for a, b, r in zip(lat, lng, res, strict=True)]
+    assert found == expected
+
+
 def test_functions_work_over_many_batches(store_and_rows) -> None:
     row = run_sql(
         store_and_rows[0].path,

@@ -7,6 +7,8 @@ Rows are for REAL H3 cells (a res-9 grid around Kampala) with SYNTHETIC clustere
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import h3
@@ -16,6 +18,7 @@ import pytest
 import shapely
 
 from geolink_store.errors import GeolinkError
+from geolink_store.query.reader import TableReader
 from geolink_store.query.search import search
 from geolink_store.store.store import Store
 from geolink_store.testing import brute_force, cells_table, h3_grid, synthetic_store
@@ -151,3 +154,44 @@ def test_ann_recall_at_10_is_at_least_095_past_the_threshold(tmp_path: Path) -> 
     narrow = search(store, cells=rows["h3"][0].as_py(), k=10, parent=parent)
     _assert_matches(narrow, _expected(rows, [rows["h3"][0].as_py()], 10, keep=keep))
     assert pc.all(pc.equal(rows["model_id"], "test-model")).as_py()
+
+
+def test_epochs_are_searched_apart_the_latest_by_default(tmp_path: Path) -> None:
+    store, rows = synthetic_store(tmp_path / "db", n=600)
+    later = cells_table(rows["h3"].to_numpy(), 16, seed=9, epoch="2024")
+    store.upsert("cells", later)
+    cell = rows["h3"][40].as_py()
+    for epoch, table in ((None, later), ("2024", later), ("default", rows)):
+        _assert_matches(search(store.path, cells=cell, k=8, epoch=epoch), _expected(table, [cell], 8))
+    with pytest.raises(GeolinkError, match="has no epoch '1999'"):
+        search(store, cells=cell, epoch="1999")
+
+
+def test_search_hits_and_the_cli_load_neither_lancedb_nor_geopandas(store_and_rows) -> None:
+    """What lets ``geolink search`` start fast: the hits come through pylance, as Arrow."""
+    store, rows = store_and_rows
+    cell = rows["h3"][7].as_py()
+    code = (
+        "import sys\nfrom geolink_store.cli.main import main\n"
+        f"sys.argv = ['geolink', 'search', '--db', {str(store.path)!r}, '--cell', '{cell}', "
+        "'--format', 'json']\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print(*(m in sys.modules for m in ('lancedb', 'geopandas', 'torch')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    hits, loaded = out.rsplit("\n", 2)[-3], out.split()[-3:]
+    assert loaded == ["False", "False", "False"]
+    assert [item["h3"] for item in json.loads(hits)] == search(store, cells=cell, k=10)["h3"].tolist()
+
+
+def test_a_new_table_version_is_read_again(tmp_path: Path) -> None:
+    store, rows = synthetic_store(tmp_path / "db", n=200)
+    reader = TableReader(store.path, "cells")
+    assert reader.model_ids() == ["test-model"] and reader.default_model() == "test-model"
+    store.upsert("cells", cells_table(rows["h3"].to_numpy(), 16, model_id="other"))
+    again = TableReader(store, "cells")
+    assert again.version > reader.version and again.model_ids() == ["other", "test-model"]
+    with pytest.raises(GeolinkError, match="holds several models"):
+        again.default_model()
+    with pytest.raises(GeolinkError, match="has no table 'patches'"):
+        TableReader(store, "patches")

@@ -1,42 +1,105 @@
-"""The local engine: an ingest in this process, each batch committed as soon as it is encoded.
+"""The local engine: an ingest in this process, the CPU side of the next batches overlapped with encoding.
 
-Every batch is written as atomic upserts (patches first, then cells); a cell counts as done once its ``cells``
-row exists, so an ingest killed at any moment and run again skips finished cells and rewrites the rest, ending
-with exactly the rows of an uninterrupted run.
+A worker thread reads the chips and builds the graphs of the next batches (:func:`~geolink_store.pipeline.
+prefetch.prefetched`) while this thread encodes the current one. Encoded rows are committed together, as
+atomic upserts (patches first, then cells): the first batch at once (the tables exist from then on, and a
+store that cannot be written fails the ingest early), then every :attr:`LocalEngine.commit_cells` cells or
+:attr:`LocalEngine.commit_seconds` seconds, so a large region makes one table version per thousand cells, not
+one per batch. A cell counts as done once its ``cells`` row exists, so an ingest killed at any moment and run
+again skips finished cells and rewrites the rest (at most one commit's worth), ending with exactly the rows of
+an uninterrupted run.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pyarrow as pa
 
 from geolink_store.chips import ChipTally
 from geolink_store.constants import CELLS, PATCHES
-from geolink_store.pipeline._work import ImageBatch, encode_work, partition_work
-from geolink_store.pipeline.plan import IngestPlan, Progress
+from geolink_store.pipeline._work import EncodedRows, ImageBatch, Work, encode_work, partition_work
+from geolink_store.pipeline.plan import IngestPlan, Partition, Progress
+from geolink_store.pipeline.prefetch import prefetched
+from geolink_store.store import Store
 
 
 @dataclass(frozen=True)
 class LocalEngine:
-    """Encode in this process, partition by partition, each batch committed as soon as it is encoded."""
+    """Encode in this process, the next batches read ahead in a worker thread, rows committed in groups.
+
+    Attributes:
+        prefetch: batches read and built ahead of the one being encoded (0: none, all in this thread).
+        commit_cells: commit once this many encoded cells are waiting.
+        commit_seconds: commit at the latest this many seconds after the previous commit.
+    """
+
+    prefetch: int = 2
+    commit_cells: int = 1024
+    commit_seconds: float = 30.0
 
     def run(self, plan: IngestPlan, advance: Progress | None) -> None:
         """Carry out ``plan``, counting what was done in ``plan.report``."""
         tally = ChipTally()
-        for partition in plan.partitions():
-            image_cells = 0
-            for work in partition_work(
-                plan.source, plan.osm, partition, plan.chip_crs, plan.builder, plan.settings, tally
-            ):
-                rows = encode_work(plan.model, work, plan.settings, plan.report.model_id, plan.dtype)
-                plan.register_model()  # after the partition's OSM was read: a bad source writes nothing
-                if rows.patches is not None:
-                    plan.store.upsert(PATCHES, rows.patches)
-                plan.store.upsert(CELLS, rows.cells)
-                rows.add_to(plan.report)
-                if isinstance(work, ImageBatch):
-                    image_cells += len(work.chips)
-                    if advance:
-                        advance(len(work.chips))
-            if advance:  # cells of the partition encoded from OSM alone or skipped for lack of imagery
-                advance(partition.cells.size - image_cells)
+        pending = _PendingRows(plan.store, self.commit_cells, self.commit_seconds)
+        image_cells = 0
+        for partition, work in prefetched(_all_work(plan, tally), self.prefetch):
+            if work is None:  # cells of the partition encoded from OSM alone or skipped for lack of imagery
+                if advance:
+                    advance(partition.cells.size - image_cells)
+                image_cells = 0
+                continue
+            rows = encode_work(plan.model, work, plan.settings, plan.report.model_id, plan.dtype)
+            plan.register_model()  # after the partition's OSM was read: a bad source writes nothing
+            pending.add(rows)
+            rows.add_to(plan.report)
+            if isinstance(work, ImageBatch):
+                image_cells += len(work.chips)
+                if advance:
+                    advance(len(work.chips))
+        pending.commit()
         plan.report.add_tally(tally)
+
+
+def _all_work(plan: IngestPlan, tally: ChipTally) -> Iterator[tuple[Partition, Work | None]]:
+    """Every partition's batches, each partition closed by ``(partition, None)``."""
+    for partition in plan.partitions():
+        for work in partition_work(
+            plan.source, plan.osm, partition, plan.chip_crs, plan.builder, plan.settings, tally
+        ):
+            yield partition, work
+        yield partition, None
+
+
+@dataclass
+class _PendingRows:
+    """Encoded rows waiting for their commit: one upsert per table for many batches."""
+
+    store: Store
+    max_cells: int
+    max_seconds: float
+    patches: list[pa.Table] = field(default_factory=list)
+    cells: list[pa.Table] = field(default_factory=list)
+    since: float = field(default_factory=time.monotonic)
+    commits: int = 0
+
+    def add(self, rows: EncodedRows) -> None:
+        """Queue a batch's rows; commit with the first batch, then once enough cells or time have gathered."""
+        if rows.patches is not None:
+            self.patches.append(rows.patches)
+        self.cells.append(rows.cells)
+        waiting = sum(table.num_rows for table in self.cells)
+        due = waiting >= self.max_cells or time.monotonic() - self.since >= self.max_seconds
+        if due or not self.commits:
+            self.commit()
+
+    def commit(self) -> None:
+        """Write the queued rows: the patches first, so that no cell is ever visible without its patches."""
+        if self.patches:
+            self.store.upsert(PATCHES, pa.concat_tables(self.patches))
+        if self.cells:
+            self.store.upsert(CELLS, pa.concat_tables(self.cells))
+        self.patches, self.cells, self.since = [], [], time.monotonic()
+        self.commits += 1
