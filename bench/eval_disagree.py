@@ -39,13 +39,15 @@ def main() -> None:
     parser.add_argument("--shared", type=Path, default=Path("../shared/data"))
     parser.add_argument("--share", type=float, default=0.3, help="Share of the buildings removed.")
     parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--work", type=Path, help="Keep the stores here (and reuse those found there).")
     args = parser.parse_args()
     model = GeoLink.default()
     print(
         f"{'region':<13} {'seed':>4} {'cells':>6} {'removed':>8} {'truth':>6} {'P@truth':>8} {'random':>7} "
         f"{'image dir':>9} {'s':>5}"
     )
-    with tempfile.TemporaryDirectory(prefix="geolink-eval-disagree-") as work:
+    with tempfile.TemporaryDirectory(prefix="geolink-eval-disagree-") as temporary:
+        work = args.work or Path(temporary)
         for name, (imagery, labels, res) in REGIONS.items():
             imagery_path = args.shared / imagery
             buildings = gpd.read_file(args.shared / labels).to_crs("EPSG:4326")[["geometry"]]
@@ -59,14 +61,15 @@ def main() -> None:
                 buildings[~removed].to_file(osm, driver="GeoJSON")
                 db = Path(work) / f"{name}-{seed}"
                 started = time.perf_counter()
-                ingest(
-                    str(db),
-                    region,
-                    [str(imagery_path)],
-                    str(osm),
-                    model=model,
-                    settings=IngestSettings(res=res, allow_empty_osm=True),
-                )
+                if not db.is_dir():
+                    ingest(
+                        str(db),
+                        region,
+                        [str(imagery_path)],
+                        str(osm),
+                        model=model,
+                        settings=IngestSettings(res=res, allow_empty_osm=True),
+                    )
                 ranked = disagreement(Store.open(db))
                 seconds = time.perf_counter() - started
                 cells = ranked["h3"].to_numpy()

@@ -73,7 +73,7 @@ def run_demo(out: Path, progress: Callable[[int], Callable[[int], None]]) -> Non
         "by fused image+OSM vectors"
     )
     click.echo(results[["h3_hex", "distance", "lon", "lat"]].to_string(index=False))
-    results_map(results, out / "search_map.html")
+    results_map(results, out / "search_map.html", store=store)
 
     click.echo(
         "\n3. SQL (DuckDB): cells per res-10 parent, building parts, mean similarity to the query cell"

@@ -40,11 +40,13 @@ from geolink_store.query.search import parse_cells, search
 from geolink_store.query.sql import SqlSession
 from geolink_store.store import Store
 
-MAX_CELLS = 20_000
+MAX_CELLS = 5_000
 """The most cells one ``cells`` answer draws (the map asks again, per view, as it moves)."""
 MAX_SQL_ROWS = 1_000
 HEAD_PREFIX = "head:"
 """A colour column naming an explorer head's scores: ``head:<id>``."""
+CHANGE_PREFIX = "change:"
+"""A colour column naming the change score (``geolink change``) between another epoch and the shown one."""
 LABEL_COLUMN = "label"
 POSITIVE, NEGATIVE = "positive", "negative"
 _SAFE_INT = 2**53  # larger integers lose digits as JSON numbers in a browser
@@ -101,6 +103,8 @@ class Explorer:
             and f.name != H3_COLUMN
             and not f.name.startswith("h3_r")
         ]
+        others = [epoch for epoch in self.store.epochs(CELLS, self.model_id) if epoch != self.epoch]
+        self.colour_columns += [CHANGE_PREFIX + epoch for epoch in others]
 
     def close(self) -> None:
         """Close the SQL session, if one was opened."""
@@ -175,6 +179,11 @@ class Explorer:
             if head is None:
                 raise InputError(f"no head {column[len(HEAD_PREFIX) :]!r} trained in this explorer session")
             return head.scores
+        if column.startswith(CHANGE_PREFIX) and column in self.colour_columns:
+            with self._lock:
+                if column not in self._columns:
+                    self._columns[column] = self._change(column[len(CHANGE_PREFIX) :])
+                return self._columns[column]
         if column not in self.colour_columns:
             raise InputError(
                 f"column {column!r} is not a numeric cells column; "
@@ -312,6 +321,20 @@ class Explorer:
             if values and all(_is_hex_cell(r[i]) for r in values if r[i] is not None)
         ]
         return {"columns": columns, "rows": values, "h3_columns": h3_columns, "truncated": len(rows) > limit}
+
+    def _change(self, other: str) -> np.ndarray:
+        """Each shown cell's image change score between epoch ``other`` and this one (NaN: not in both)."""
+        from geolink_store.query.change import change_scores
+        from geolink_store.store.epochs import sort_key
+
+        earlier, later = sorted([other, self.epoch], key=sort_key)
+        ranked = change_scores(self.store, earlier, later, model_id=self.model_id)
+        values = np.full(self.cells.size, np.nan)
+        found = np.isin(self.cells, ranked[H3_COLUMN].to_numpy())
+        order = np.argsort(ranked[H3_COLUMN].to_numpy())
+        positions = order[np.searchsorted(ranked[H3_COLUMN].to_numpy()[order], self.cells[found])]
+        values[found] = ranked["score"].to_numpy()[positions]
+        return values
 
     def _read_columns(self, columns: list[str]) -> dict[str, np.ndarray]:
         """Columns of this model's cells, in the order of :attr:`cells` once that is known."""

@@ -93,6 +93,14 @@ def _summary(report: IngestReport) -> str:
     "two rows each.",
 )
 @click.option(
+    "--vectors",
+    type=click.Choice(["float32", "int8", "both"]),
+    default="float32",
+    show_default=True,
+    help="How cells store their vectors: float32, int8 (codes and a scale per vector: a quarter of the "
+    "bytes) or both; fixed when the store's cells table is created.",
+)
+@click.option(
     "--res", type=click.IntRange(0, 15), default=9, show_default=True, help="H3 resolution of the cells."
 )
 @click.option(
@@ -164,6 +172,7 @@ def ingest_command(
     imagery: tuple[str, ...],
     osm: str | None,
     epoch: str,
+    vectors: str,
     res: int,
     fine_res: int | None,
     checkpoint: str | None,
@@ -200,6 +209,7 @@ def ingest_command(
         partition_levels=partition_levels,
         allow_empty_osm=allow_empty_osm,
         epoch=epoch,
+        vectors=vectors,
     )
     runner = None
     if engine == "ray":

@@ -13,7 +13,7 @@ from geolink_store.cli.options import db_option, format_option
 @db_option
 @format_option()
 def info(db: str, fmt: str) -> None:
-    """Tables, rows, models, vector widths, index state and size on disk."""
+    """Tables, rows, models, vector widths and layout, index state and size on disk."""
     from geolink_store.store import Store
 
     summary = Store.open(db).info()
@@ -24,8 +24,9 @@ def info(db: str, fmt: str) -> None:
     for name, table in summary["tables"].items():
         vectors = ", ".join(f"{column}[{width}]" for column, width in table["vectors"].items()) or "-"
         click.echo(
-            f"  {name}: {table['rows']} rows, search {table['search']}, vectors {vectors}, "
-            f"models {', '.join(table['models']) or '-'}"
+            f"  {name}: {table['rows']} rows, search {table['search']}, vectors {vectors}"
+            + (f" ({table['layout']})" if "layout" in table else "")
+            + f", models {', '.join(table['models']) or '-'}"
             + (f", epochs {', '.join(table['epochs']) or '-'}" if "epochs" in table else "")
         )
         click.echo(

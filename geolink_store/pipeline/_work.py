@@ -126,6 +126,7 @@ def encode_work(
             has_osm=present.cpu().numpy(),
             fused=None,
             node_counts=_node_counts(work.graphs),
+            vectors=settings.vectors,
         )
         return EncodedRows(None, cells, with_osm=int(present.sum()), osm_only=True)
     device = next(model.parameters()).device
@@ -145,6 +146,7 @@ def encode_work(
         has_osm=out.has_osm.cpu().numpy(),
         fused=fused.mean(dim=1).numpy(),
         node_counts=_node_counts(work.graphs),
+        vectors=settings.vectors,
     )
     return EncodedRows(
         _patches(work.chips, image_tokens, fused, settings, model_id),

@@ -34,7 +34,9 @@ from geolink_store.sources.osm import read_osm
 from geolink_store.store import Store, cells_schema, parent_column, patches_schema
 from geolink_store.store.epochs import checked_label
 from geolink_store.store.locations import is_remote
+from geolink_store.store.quantize import VECTOR_LAYOUTS, VectorLayout, layout_of
 from geolink_store.store.rows import imagery_rows
+from geolink_store.store.schema import VECTOR_COLUMNS
 from model import GeoLink, fingerprint
 
 Progress = Callable[[int], None]
@@ -63,6 +65,9 @@ class IngestSettings:
             that is refused: it is most often OSM of another place or in another CRS).
         epoch: the label of the rows written (``2010``, ``2020-06``, ...; see
             :mod:`geolink_store.store.epochs`): the same cells ingested under two epochs are two rows each.
+        vectors: how ``cells`` stores its vectors: ``float32``, ``int8`` (int8 codes and a float32 scale per
+            vector, a quarter of the bytes) or ``both`` (:func:`~geolink_store.store.schema.vector_fields`);
+            fixed when the table is created. ``patches`` stay float32.
     """
 
     res: int = 9
@@ -76,6 +81,7 @@ class IngestSettings:
     partition_levels: int = 3
     allow_empty_osm: bool = False
     epoch: str = DEFAULT_EPOCH
+    vectors: VectorLayout = "float32"
 
     @property
     def patch_res(self) -> int:
@@ -189,7 +195,9 @@ class IngestPlan:
         """The ``cells`` and ``patches`` schemas of this model's rows."""
         widths = vector_widths(self.model)
         return {
-            CELLS: cells_schema(widths["image"], widths["osm"], widths["fused"], self.settings.res),
+            CELLS: cells_schema(
+                widths["image"], widths["osm"], widths["fused"], self.settings.res, self.settings.vectors
+            ),
             PATCHES: patches_schema(self.model.embed_dim, widths["fused"]),
         }
 
@@ -219,6 +227,8 @@ def plan_ingest(
     """
     settings = settings or IngestSettings()
     checked_label(settings.epoch)
+    if settings.vectors not in VECTOR_LAYOUTS:
+        raise InputError(f"vectors={settings.vectors!r} is not a vector layout: use one of {VECTOR_LAYOUTS}")
     if osm is None and settings.osm_only:
         raise InputError("osm_only= encodes cells from their OSM alone: it needs osm=...")
     checked = check_ingest_inputs(db, region, imagery, osm, settings.res, settings.patch_res)
@@ -230,6 +240,7 @@ def plan_ingest(
     existing = Store.create_or_open(db) if is_remote(db) or Path(db).is_dir() else None
     if existing is not None:
         _check_store_resolutions(existing, settings)
+        _check_store_layout(existing, settings.vectors)
     model = _loaded(model)
     if not model.config.multimodal:
         raise InputError("ingest needs a multimodal GeoLink checkpoint (this one is image-only)")
@@ -314,6 +325,18 @@ def _check_store_resolutions(store: Store, settings: IngestSettings) -> None:
                 f"the store's patches are at H3 resolution {found[0]} but this ingest asks for "
                 f"fine_res={settings.patch_res}: use fine_res={found[0]}, or another db=..."
             )
+
+
+def _check_store_layout(store: Store, vectors: VectorLayout) -> None:
+    """Refuse vectors in another layout than the store's ``cells`` (before anything is written)."""
+    if CELLS not in store.table_names():
+        return
+    stored = layout_of(store.table(CELLS).schema, VECTOR_COLUMNS[CELLS])
+    if stored != vectors:
+        raise StoreError(
+            f"the store's cells hold {stored} vectors but this ingest asks for vectors={vectors}: "
+            f"use vectors={stored}, or another db=... for this layout"
+        )
 
 
 def vector_widths(model: GeoLink) -> dict[str, int]:

@@ -24,9 +24,11 @@ import pyarrow.compute as pc
 from geolink_store._optional import import_optional
 from geolink_store.constants import DEFAULT_EPOCH, EPOCH_COLUMN, MODEL_COLUMN
 from geolink_store.errors import StoreError
+from geolink_store.query.int8_scan import nearest_codes
 from geolink_store.store._filters import model_filter
 from geolink_store.store.epochs import chosen_epoch, epoch_filter, sort_key
 from geolink_store.store.locations import is_remote
+from geolink_store.store.quantize import codes_column
 
 if TYPE_CHECKING:
     from lance import LanceDataset
@@ -132,7 +134,12 @@ class TableReader:
         """The ``k`` rows nearest ``query`` in ``column`` (with ``_distance``), ``where`` applied first.
 
         Exact (a flat scan of the filtered rows) or through the column's ANN index with the given parameters.
+        A vector stored as int8 codes only is searched exactly by its codes
+        (:func:`~geolink_store.query.int8_scan.nearest_codes`).
         """
+        if column not in self.schema.names and codes_column(column) in self.schema.names:
+            with _reading(self.name, self.location):
+                return nearest_codes(self.dataset, query, column, where, k, columns)
         nearest: dict[str, Any] = {"column": column, "q": query.astype(np.float32), "k": k, "metric": metric}
         if exact:
             nearest["use_index"] = False

@@ -35,6 +35,7 @@ from geolink_store.errors import GeolinkError
 from geolink_store.query.reader import TableReader, all_of
 from geolink_store.regions import checked_region, split_at_antimeridian
 from geolink_store.store.indexes import METRIC
+from geolink_store.store.quantize import float_vectors, stored_columns
 from geolink_store.store.schema import parent_column
 
 if TYPE_CHECKING:
@@ -252,8 +253,12 @@ def search_hits(
     rows = table.rows_filter(model_id, table.default_epoch(model_id, epoch))
     query_cells = query_cells_at(res, cells=cells, lonlat=lonlat, like_file=like_file)
     area = spatial_filter(within, parent, res)
+    stored = table.rows(
+        all_of(rows, f"{H3_COLUMN} IN ({_ids(query_cells)})"),
+        [H3_COLUMN, *stored_columns(table.schema, modality)],
+    )
     query = query_vector(
-        table.rows(all_of(rows, f"{H3_COLUMN} IN ({_ids(query_cells)})"), [H3_COLUMN, modality]),
+        pa.table({H3_COLUMN: stored[H3_COLUMN], modality: float_vectors(stored, modality)}),
         query_cells,
         modality,
         model_id,

@@ -1,7 +1,9 @@
 """Chips in a raster's own CRS read as one window and resampled separably, without a GDAL warp.
 
 Where the chip grid and a north-up raster share their CRS, each chip axis maps onto one source axis by a scale
-and an offset, so the warp reduces to two small weight matrices: ``chip = rows @ window @ cols.T`` per band.
+and an offset, so the warp reduces to two banded weight matrices: ``chip = rows @ window @ cols.T`` per band,
+kept sparse (a few weights per chip pixel; sparse products stay on this thread, where numpy's dense ``@``
+would fan out to BLAS threads).
 The weights follow GDAL's warp kernels (pixel centres at +0.5; ``bilinear`` between the two nearest source
 centres; ``average`` over the source pixels a chip pixel covers, partial pixels by their covered share;
 ``nearest`` the pixel under the centre), so the pixels equal the warped path's within rounding.

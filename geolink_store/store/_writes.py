@@ -8,7 +8,8 @@ import lancedb
 import pyarrow as pa
 
 from geolink_store.errors import InputError
-from geolink_store.store.schema import TABLE_KEYS
+from geolink_store.store.quantize import layout_of
+from geolink_store.store.schema import TABLE_KEYS, VECTOR_COLUMNS
 
 Rows = pa.Table | pa.RecordBatch | Iterable[pa.RecordBatch | pa.Table]
 """What an upsert takes: a Table, a RecordBatch, or an iterable of them (streamed batch by batch)."""
@@ -62,8 +63,15 @@ def conform(table: str, batch: pa.Table, schema: pa.Schema) -> pa.Table:
     """``batch`` with the store's column order and types.
 
     Raises:
-        InputError: a column is missing or extra, a vector has another width, or a value does not cast.
+        InputError: vectors in another layout (float32, int8, both), a column missing or extra, a vector of
+            another width, or a value that does not cast.
     """
+    vectors = VECTOR_COLUMNS.get(table, ())
+    if layout_of(batch.schema, vectors) != layout_of(schema, vectors):
+        raise InputError(
+            f"rows for {table!r} hold {layout_of(batch.schema, vectors)} vectors but the store's table holds "
+            f"{layout_of(schema, vectors)} ones (a table keeps the layout it was created with)"
+        )
     for field in schema:
         if field.name not in batch.schema.names:
             raise InputError(f"rows for {table!r} lack column {field.name!r} that the store has")

@@ -46,7 +46,7 @@ def build_indexes(
     Returns:
         The vector columns whose index was built or refreshed.
     """
-    vectors = INDEXED_COLUMNS.get(table, ())
+    vectors = [column for column in INDEXED_COLUMNS.get(table, ()) if column in target.schema.names]
     rows = target.count_rows()
     if not vectors or rows < min_rows:
         return []

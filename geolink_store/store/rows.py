@@ -10,11 +10,13 @@ import numpy as np
 import pyarrow as pa
 import shapely
 
-from geolink_store.constants import EPOCH_COLUMN, H3_COLUMN, MODEL_COLUMN, NODE_COUNT_COLUMNS
+from geolink_store.constants import CELLS, EPOCH_COLUMN, H3_COLUMN, MODEL_COLUMN, NODE_COUNT_COLUMNS
 from geolink_store.grid import cell_geometries, cell_lonlat, parents
+from geolink_store.store.quantize import VectorLayout, with_layout
 from geolink_store.store.schema import (
     IMAGERY_SCHEMA,
     PARENT_COLUMN,
+    VECTOR_COLUMNS,
     cells_schema,
     parent_column,
     parent_resolutions,
@@ -37,6 +39,7 @@ def cell_rows(
     has_osm: np.ndarray,
     fused: np.ndarray | None,
     node_counts: Mapping[str, np.ndarray],
+    vectors: VectorLayout = "float32",
 ) -> pa.Table:
     """``cells`` rows, one per H3 id in ``cells``.
 
@@ -53,6 +56,8 @@ def cell_rows(
         has_osm: (N,) whether each cell has OSM.
         fused: (N, D) fused vectors, or None like ``image``.
         node_counts: the OSM nodes of each cell, keyed by column (``n_point``, ``n_line``, ``n_polygon``).
+        vectors: how the vectors are stored: float32, int8 codes with a scale per vector, or both
+            (:func:`~geolink_store.store.schema.vector_fields`).
     """
     cells = np.asarray(cells, dtype=np.int64)
     lon, lat = cell_lonlat(cells)
@@ -76,9 +81,9 @@ def cell_rows(
         EPOCH_COLUMN: [epoch] * cells.size,
         "acquired": pa.array(acquired, type=pa.date32()),
     }
-    return pa.Table.from_pydict(
-        columns, schema=cells_schema(widths["image"], widths["osm"], widths["fused"], res)
-    )
+    dims = (widths["image"], widths["osm"], widths["fused"])
+    rows = pa.Table.from_pydict(columns, schema=cells_schema(*dims, res))
+    return with_layout(rows, VECTOR_COLUMNS[CELLS], vectors).cast(cells_schema(*dims, res, vectors))
 
 
 def patch_rows(

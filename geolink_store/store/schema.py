@@ -16,6 +16,7 @@ from geolink_store.constants import (
     PATCHES,
     PREDICTIONS,
 )
+from geolink_store.store.quantize import VectorLayout, codes_column, layout_of, scale_column
 
 HEAD_COLUMN = "head_id"
 PARENT_COLUMN = "parent"
@@ -69,8 +70,29 @@ def vector_type(width: int) -> pa.DataType:
     return pa.list_(pa.float32(), width)
 
 
-def cells_schema(image_dim: int, osm_dim: int, fused_dim: int, res: int) -> pa.Schema:
-    """The ``cells`` table schema for vectors of the given widths and cells at H3 resolution ``res``."""
+def vector_fields(name: str, width: int, layout: VectorLayout) -> list[pa.Field]:
+    """The nullable columns of vector ``name`` in ``layout``.
+
+    ``float32``: the column ``name`` (float32 x width). ``int8``: ``name_i8`` (int8 x width, the codes) and
+    ``name_scale`` (float32, one per vector) instead, as :mod:`geolink_store.store.quantize` writes them, a
+    quarter of the bytes. ``both``: all three, in that order. A null vector is null in each of its columns.
+    """
+    floats = [pa.field(name, vector_type(width), nullable=True)] if layout != "int8" else []
+    codes = [
+        pa.field(codes_column(name), pa.list_(pa.int8(), width), nullable=True),
+        pa.field(scale_column(name), pa.float32(), nullable=True),
+    ]
+    return floats + (codes if layout != "float32" else [])
+
+
+def cells_schema(
+    image_dim: int, osm_dim: int, fused_dim: int, res: int, vectors: VectorLayout = "float32"
+) -> pa.Schema:
+    """The ``cells`` table schema for vectors of the given widths and cells at H3 resolution ``res``.
+
+    ``vectors`` is the layout of the ``image``, ``osm`` and ``fused`` vectors (:func:`vector_fields`): a
+    table keeps the layout it was created with.
+    """
     return pa.schema(
         [
             pa.field(H3_COLUMN, pa.int64(), nullable=False),
@@ -79,9 +101,9 @@ def cells_schema(image_dim: int, osm_dim: int, fused_dim: int, res: int) -> pa.S
             pa.field("lon", pa.float64(), nullable=False),
             pa.field("lat", pa.float64(), nullable=False),
             pa.field("geometry", pa.binary(), nullable=False),  # WKB hexagon, EPSG:4326
-            pa.field("image", vector_type(image_dim), nullable=True),  # null for cells encoded OSM-only
-            pa.field("osm", vector_type(osm_dim), nullable=True),  # null where the cell has no OSM
-            pa.field("fused", vector_type(fused_dim), nullable=True),  # null for cells encoded OSM-only
+            *vector_fields("image", image_dim, vectors),  # null for cells encoded OSM-only
+            *vector_fields("osm", osm_dim, vectors),  # null where the cell has no OSM
+            *vector_fields("fused", fused_dim, vectors),  # null for cells encoded OSM-only
             pa.field("n_point", pa.int32(), nullable=False),
             pa.field("n_line", pa.int32(), nullable=False),
             pa.field("n_polygon", pa.int32(), nullable=False),
@@ -204,7 +226,8 @@ def _declared_schema(table: str, stored: pa.Schema) -> pa.Schema | None:
     widths = {field.name: field.type.list_size for field in stored if pa.types.is_fixed_size_list(field.type)}
     if table == CELLS:
         res = sum(name.startswith("h3_r") for name in stored.names)
-        return cells_schema(widths.get("image", 0), widths.get("osm", 0), widths.get("fused", 0), res)
+        dims = [widths.get(name, widths.get(codes_column(name), 0)) for name in VECTOR_COLUMNS[CELLS]]
+        return cells_schema(*dims, res, layout_of(stored, VECTOR_COLUMNS[CELLS]))
     if table == PATCHES:
         return patches_schema(widths.get("image", 0), widths.get("fused", 0))
     return None

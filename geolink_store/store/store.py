@@ -40,6 +40,7 @@ from geolink_store.store.damage import GuardedTable, guard
 from geolink_store.store.epochs import add_later_columns, chosen_epoch, epoch_filter, stored_epochs
 from geolink_store.store.indexes import INDEX_MIN_ROWS, REFRESH_SHARE, build_indexes, index_state
 from geolink_store.store.locations import file_system, is_remote, size_bytes
+from geolink_store.store.quantize import codes_column, layout_of
 from geolink_store.store.schema import (
     CELL_KEY,
     DECLARED_SCHEMAS,
@@ -326,8 +327,9 @@ class Store:
         return chosen_epoch(self.epochs(table, model_id), epoch, what)
 
     def vector_width(self, table: str, column: str) -> int:
-        """The fixed width of a vector column."""
-        return self.table(table).schema.field(column).type.list_size
+        """The fixed width of a vector column (stored as float32, or as int8 codes only)."""
+        schema = self.table(table).schema
+        return schema.field(column if column in schema.names else codes_column(column)).type.list_size
 
     def resolution(self, model_id: str, table: str = CELLS) -> int:
         """The H3 resolution of the rows of ``model_id`` (one resolution per table and model).
@@ -420,7 +422,10 @@ class Store:
         }
 
     def table_info(self, name: str) -> dict[str, Any]:
-        """A table's rows, models, vector widths, version, versions kept, fragments, bytes and index state."""
+        """A table's rows, models, vector widths and layout, versions, fragments, bytes and indexes.
+
+        ``layout`` (tables with vectors): ``float32``, ``int8`` or ``both`` (see ``schema.vector_fields``).
+        """
         target = self.table(name)
         return {
             "rows": target.count_rows(),
@@ -431,6 +436,7 @@ class Store:
                 for field in target.schema
                 if pa.types.is_fixed_size_list(field.type)
             },
+            **({"layout": layout_of(target.schema, VECTOR_COLUMNS[name])} if name in VECTOR_COLUMNS else {}),
             "version": target.version,
             "versions": len(target.list_versions()),
             "fragments": target.stats()["fragment_stats"]["num_fragments"],

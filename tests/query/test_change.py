@@ -142,3 +142,17 @@ def test_bad_change_requests_are_one_error_line(naip_store: Path, arguments: lis
     assert result.output.startswith("error: ") and message in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert sorted(p.name for p in naip_store.rglob("*")) == before
+
+
+def test_the_explorer_colours_cells_by_change_from_another_epoch(naip_store: Path) -> None:
+    from geolink_store.app.explorer import Explorer
+
+    explorer = Explorer(str(naip_store))
+    assert explorer.epoch == "2020" and "change:2010" in explorer.info()["columns"]
+    values = dict(zip(explorer.cells.tolist(), explorer.values("change:2010"), strict=True))
+    ranked = change_scores(Store.open(naip_store), "2010", "2020")
+    assert all(
+        values[int(h3)] == pytest.approx(score)
+        for h3, score in zip(ranked["h3"], ranked["score"], strict=True)
+    )
+    explorer.close()
