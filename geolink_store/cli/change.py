@@ -60,6 +60,13 @@ def change(
 
 @click.command(epilog="Example: geolink disagree --db store --k 20 --format json")
 @db_option
+@click.option(
+    "--direction",
+    type=click.Choice(["image", "map"]),
+    default="image",
+    show_default=True,
+    help="image: the image shows more than the map has (unmapped); map: the map more than the image.",
+)
 @epoch_option
 @within_option
 @k_option
@@ -68,6 +75,7 @@ def change(
 @map_option
 def disagree(
     db: str,
+    direction: str,
     epoch: str | None,
     within: str | None,
     k: int | None,
@@ -75,7 +83,7 @@ def disagree(
     fmt: str,
     map_path: str | None,
 ) -> None:
-    """Rank cells by how badly their image explains their OSM (direction: which one shows more)."""
+    """Rank cells by how much more their image shows than their OSM has (or, --direction map, the reverse)."""
     from geolink_store.query.disagree import disagreement
     from geolink_store.query.maps import check_map_path
     from geolink_store.store import Store
@@ -83,9 +91,12 @@ def disagree(
     if map_path:
         check_map_path(map_path)
     store = Store.open(db)
-    ranked = disagreement(store, epoch=epoch, model_id=model_id, within=within, k=k)
-    columns = ["h3", "h3_hex", "score", "direction", "n_point", "n_line", "n_polygon", "n_polygon_predicted"]
-    _report(ranked, columns, fmt, map_path, store, "image-map disagreement")
+    ranked = disagreement(store, direction=direction, epoch=epoch, model_id=model_id, within=within, k=k)
+    columns = ["h3", "h3_hex", "score", "n_point", "n_line", "n_polygon", "n_polygon_predicted"]
+    title = (
+        "the image shows more than the map" if direction == "image" else "the map shows more than the image"
+    )
+    _report(ranked, columns, fmt, map_path, store, title)
 
 
 def _report(

@@ -32,7 +32,7 @@ from geolink_store.heads.train import (
 )
 from geolink_store.store import HEADS_SCHEMA, Store
 from geolink_store.store._filters import quote
-from geolink_store.store.quantize import float_vectors, stored_columns
+from geolink_store.store.vector_rows import vector_rows
 
 MIN_SPLIT_CELLS = 10
 """The fewest labelled cells each side of a split (train, test) needs for its metrics to mean anything."""
@@ -215,18 +215,10 @@ def stored_vectors(
     if table == "patches" and "osm" in columns:
         raise GeolinkError("patches hold image and fused vectors only: use modality=image or modality=fused")
     epoch = store.default_epoch(epoch, table, model_id)
-    schema = store.table(table).schema
-    data = (
-        store.table(table)
-        .search()
-        .where(store.rows_filter(table, model_id, epoch))
-        .select([H3_COLUMN, *(name for column in columns for name in stored_columns(schema, column))])
-        .limit(None)
-        .to_arrow()
-    )
+    data = vector_rows(store, table, store.rows_filter(table, model_id, epoch), [H3_COLUMN], columns)
     blocks = []
     for column in columns:
-        values = float_vectors(data, column)
+        values = data[column].combine_chunks()
         matrix = values.values.to_numpy(zero_copy_only=False).reshape(len(values), -1).astype(np.float32)
         matrix[~values.is_valid().to_numpy(zero_copy_only=False)] = 0.0 if modality == "concat" else np.nan
         blocks.append(matrix)

@@ -34,7 +34,7 @@ from geolink_store.sources.osm import read_osm
 from geolink_store.store import Store, cells_schema, parent_column, patches_schema
 from geolink_store.store.epochs import checked_label
 from geolink_store.store.locations import is_remote
-from geolink_store.store.quantize import VECTOR_LAYOUTS, VectorLayout, layout_of
+from geolink_store.store.quantize import VectorLayout, checked_layout, layout_of
 from geolink_store.store.rows import imagery_rows
 from geolink_store.store.schema import VECTOR_COLUMNS
 from model import GeoLink, fingerprint
@@ -227,8 +227,7 @@ def plan_ingest(
     """
     settings = settings or IngestSettings()
     checked_label(settings.epoch)
-    if settings.vectors not in VECTOR_LAYOUTS:
-        raise InputError(f"vectors={settings.vectors!r} is not a vector layout: use one of {VECTOR_LAYOUTS}")
+    checked_layout(settings.vectors)
     if osm is None and settings.osm_only:
         raise InputError("osm_only= encodes cells from their OSM alone: it needs osm=...")
     checked = check_ingest_inputs(db, region, imagery, osm, settings.res, settings.patch_res)

@@ -24,6 +24,7 @@ from geolink_store.constants import CELLS, H3_COLUMN, MODALITIES, WGS84, Modalit
 from geolink_store.errors import InputError
 from geolink_store.query.search import spatial_filter
 from geolink_store.store import Store
+from geolink_store.store.vector_rows import vector_rows
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -135,12 +136,11 @@ def _epoch_vectors(store: Store, model_id: str, epoch: str, modality: str, area:
         part
         for part in (
             store.rows_filter(CELLS, model_id, epoch),
-            f"{modality} IS NOT NULL",
             area and f"({area})",
         )
         if part
     )
-    rows = store.table(CELLS).search().where(where).select([H3_COLUMN, modality]).limit(None).to_arrow()
+    rows = vector_rows(store, CELLS, where, [H3_COLUMN], [modality], non_null=[modality])
     cells = rows[H3_COLUMN].to_numpy()
     column = rows[modality].combine_chunks()
     vectors = column.flatten().to_numpy().astype(np.float32).reshape(len(cells), column.type.list_size)

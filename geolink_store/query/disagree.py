@@ -1,20 +1,19 @@
 """Where the imagery and the map disagree: cells whose OSM is not what their image vector predicts.
 
 A cross-modal predictor is fitted on the store itself: ridge regression from each cell's image vector (its
-leading principal components) to what the map says of the cell, namely its OSM vector (zeros where the cell
-has no OSM) and the log counts of its OSM points, lines and polygons. Every cell is predicted by a model
-fitted without it and without its neighbours (spatial folds: whole parents :data:`FOLD_LEVELS` resolutions
-coarser), so a cell cannot explain itself away. The score is the standardised squared error of that
-prediction, the mean over the OSM vector plus the mean over the counts: 1 is a typical cell, a cell scoring
-10 is ten times as badly explained. ``direction`` tells which side shows more: ``image`` where the counts
-predicted from the image exceed the map's (unmapped buildings, say), ``map`` where the map has more than the
-image shows (demolished, or not visible from above).
+leading principal components) to what the map says of the cell, the log counts of its OSM points, lines and
+polygons. Every cell is predicted by a model fitted without it and without its neighbours (spatial folds:
+whole parents :data:`FOLD_LEVELS` resolutions coarser), so a cell cannot explain itself away. The score is the
+prediction's error in the chosen direction, in standard deviations summed over the three kinds:
+``direction="image"`` ranks the cells where the image predicts more mapped features than the map has (unmapped
+or newly built), ``"map"`` those where the map has more than the image shows (demolished, or not visible from
+above). 0 is a cell the image explains; negative scores disagree the other way.
 """
 
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -23,6 +22,7 @@ from geolink_store.constants import CELLS, H3_COLUMN, NODE_COUNT_COLUMNS, WGS84
 from geolink_store.errors import InputError
 from geolink_store.query.search import spatial_filter
 from geolink_store.store import Store
+from geolink_store.store.vector_rows import vector_rows
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -36,35 +36,42 @@ COMPONENTS = 32
 PENALTIES = (0.01, 0.1, 1.0, 10.0)
 """Ridge penalties tried, per cell and component; the one with the lowest held-out error is used."""
 MIN_CELLS = 4 * FOLDS
+Direction = Literal["image", "map"]
+DIRECTIONS: tuple[Direction, ...] = ("image", "map")
 
 
 def disagreement(
     store: Store,
     *,
+    direction: Direction = "image",
     epoch: str | None = None,
     model_id: str | None = None,
     within: str | os.PathLike | None = None,
     k: int | None = None,
 ) -> gpd.GeoDataFrame:
-    """The cells with both an image vector and a map, worst explained first (see the module docstring).
+    """The cells with an image vector, the most disagreeing first (see the module docstring).
 
     Args:
         store: a store whose ``cells`` were ingested with imagery and OSM.
+        direction: ``image`` (the image shows more than the map) or ``map`` (the map shows more).
         epoch: which epoch (default: the latest).
         model_id: whose vectors (default: the store's only model).
         within: ``W,S,E,N`` or a polygon file: fit and rank only the cells whose centre lies inside.
         k: keep the ``k`` highest scores (default: all).
 
     Returns:
-        A GeoDataFrame (EPSG:4326 hexagons): ``h3``, ``h3_hex``, ``score``, ``direction``, ``osm_error``,
-        ``count_error``, the ``n_point``/``n_line``/``n_polygon`` counts and those ``predicted`` from the
-        image (``n_*_predicted``), ``lon``, ``lat``; sorted by ``score``, highest first.
+        A GeoDataFrame (EPSG:4326 hexagons): ``h3``, ``h3_hex``, ``score``, the ``n_point``/``n_line``/
+        ``n_polygon`` counts and those predicted from the image (``n_*_predicted``), ``lon``, ``lat``; sorted
+        by ``score``, highest first.
 
     Raises:
-        GeolinkError: unknown model or epoch; fewer than :data:`MIN_CELLS` imaged cells; no OSM in any cell.
+        GeolinkError: unknown model, epoch or direction; fewer than :data:`MIN_CELLS` imaged cells; no OSM in
+            any cell.
     """
     import geopandas as gpd
 
+    if direction not in DIRECTIONS:
+        raise InputError(f"direction must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
     if k is not None and k < 1:
         raise InputError(f"k must be at least 1, got {k}")
     model_id = store.default_model(model_id)
@@ -79,31 +86,26 @@ def disagreement(
     counts = np.log1p(
         np.column_stack([rows[name].to_numpy() for name in NODE_COUNT_COLUMNS]).astype(np.float64)
     )
-    osm = _matrix(rows["osm"])
-    if not np.any(osm) and not np.any(counts):
+    if not np.any(counts):
         raise InputError(
             "no cell of this epoch has OSM: disagreement compares the image with the map; ingest with osm="
         )
-    folds = _spatial_folds(cells, res)
     features = _components(_matrix(rows["image"]), min(COMPONENTS, rows.num_rows // 5))
-    osm_error, _ = _held_out_errors(features, osm, folds)
-    count_error, predicted_counts = _held_out_errors(features, counts, folds)
-    score = osm_error + count_error
-    shown_more = np.expm1(predicted_counts).sum(axis=1) > np.expm1(counts).sum(axis=1)
+    predicted = held_out_predictions(features, counts, _spatial_folds(cells, res))
+    spread = np.maximum(counts.std(axis=0), 1e-9)
+    score = ((predicted - counts) / spread * (counts.std(axis=0) > 1e-9)).sum(axis=1)
+    score = score if direction == "image" else -score
     order = np.lexsort((cells, -score))[: k or None]
     cells = cells[order]
     lon, lat = grid.cell_lonlat(cells)
-    predicted = np.maximum(np.expm1(predicted_counts[order]), 0.0)
+    shown = np.maximum(np.expm1(predicted[order]), 0.0)
     return gpd.GeoDataFrame(
         {
             H3_COLUMN: cells,
             "h3_hex": [grid.hex_id(cell) for cell in cells],
             "score": score[order],
-            "direction": np.where(shown_more[order], "image", "map"),
-            "osm_error": osm_error[order],
-            "count_error": count_error[order],
             **{name: rows[name].to_numpy()[order] for name in NODE_COUNT_COLUMNS},
-            **{f"{name}_predicted": predicted[:, i] for i, name in enumerate(NODE_COUNT_COLUMNS)},
+            **{f"{name}_predicted": shown[:, i] for i, name in enumerate(NODE_COUNT_COLUMNS)},
             "lon": lon,
             "lat": lat,
         },
@@ -113,9 +115,9 @@ def disagreement(
 
 
 def _cells(store: Store, rows_filter: str, area: str | None) -> pa.Table:
-    where = " AND ".join(part for part in (rows_filter, "image IS NOT NULL", area and f"({area})") if part)
-    columns = [H3_COLUMN, "image", "osm", *NODE_COUNT_COLUMNS]
-    return store.table(CELLS).search().where(where).select(columns).limit(None).to_arrow()
+    where = " AND ".join(part for part in (rows_filter, area and f"({area})") if part)
+    columns = [H3_COLUMN, *NODE_COUNT_COLUMNS]
+    return vector_rows(store, CELLS, where, columns, ["image", "osm"], non_null=["image"])
 
 
 def _matrix(column: pa.ChunkedArray) -> np.ndarray:
@@ -144,27 +146,24 @@ def _spatial_folds(cells: np.ndarray, res: int) -> np.ndarray:
     return order[group] % FOLDS
 
 
-def _held_out_errors(features: np.ndarray, targets: np.ndarray, folds: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Each cell's mean squared standardised error when predicted by a ridge fitted on the other folds.
+def held_out_predictions(features: np.ndarray, targets: np.ndarray, folds: np.ndarray) -> np.ndarray:
+    """Each row's targets predicted by a ridge regression fitted on the other folds.
 
-    The penalty is the one of :data:`PENALTIES` with the lowest total held-out error. Returns the errors and
-    the held-out predictions (in the targets' units).
+    The penalty is the one of :data:`PENALTIES` with the lowest total held-out squared error (targets scaled
+    to unit variance).
     """
-    spread = targets.std(axis=0)
-    used = spread > 1e-9
-    if not used.any():
-        return np.zeros(len(targets)), np.repeat(targets.mean(axis=0, keepdims=True), len(targets), axis=0)
-    best = None
+    spread = np.maximum(targets.std(axis=0), 1e-9)
+    best, best_error = targets, np.inf
     for penalty in PENALTIES:
         predicted = np.repeat(targets.mean(axis=0, keepdims=True), len(targets), axis=0)
         for fold in np.unique(folds):
             train, test = folds != fold, folds == fold
-            x, y = features[train], targets[train][:, used]
+            x, y = features[train], targets[train]
             mean_x, mean_y = x.mean(axis=0), y.mean(axis=0)
             gram = (x - mean_x).T @ (x - mean_x) + penalty * train.sum() * np.eye(x.shape[1])
             weights = np.linalg.solve(gram, (x - mean_x).T @ (y - mean_y))
-            predicted[np.ix_(test, used)] = (features[test] - mean_x) @ weights + mean_y
-        errors = (((predicted - targets)[:, used] / spread[used]) ** 2).mean(axis=1)
-        if best is None or errors.sum() < best[0].sum():
-            best = (errors, predicted)
+            predicted[test] = (features[test] - mean_x) @ weights + mean_y
+        error = float((((predicted - targets) / spread) ** 2).sum())
+        if error < best_error:
+            best, best_error = predicted, error
     return best

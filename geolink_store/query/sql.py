@@ -393,6 +393,7 @@ class SqlSession:
         names = {c[0] for c in columns}
         later = LATER_COLUMNS.get(name, {})
         added = "".join(f", {value} AS {column}" for column, value in later.items() if column not in names)
+        added += "".join(_dequantized(name, columns))
         rows = f"SELECT *{replace}{added} FROM {source}"
         if self.epoch is not None and EPOCH_COLUMN in later:
             rows = f"SELECT * FROM ({rows}) WHERE {EPOCH_COLUMN} = {sql_literal(self.epoch)}"
@@ -445,6 +446,24 @@ def _damaged(message: str, tables: tuple[str, ...], location: str) -> StoreError
     named = [name for name in tables if f"{name}.lance" in message] or tables
     damaged = [name for name in named if tells_of_damage(message, name)]
     return DamagedTableError(" or ".join(damaged), location) if damaged else None
+
+
+def _dequantized(table: str, columns: list[tuple]) -> list[str]:
+    """``, <expression> AS <name>`` for each vector that ``table`` stores as int8 codes only.
+
+    The expressions are the float32 vectors, dequantised (:mod:`geolink_store.store.quantize`), so that SQL
+    and the macros read an int8 table as a float32 one.
+    """
+    from geolink_store.store.quantize import codes_column, scale_column
+    from geolink_store.store.schema import VECTOR_COLUMNS
+
+    types = {column[0]: column[1] for column in columns}
+    return [
+        f", CAST(list_transform({codes_column(name)}, x -> x * {scale_column(name)}) AS "
+        f"FLOAT{types[codes_column(name)].removeprefix('TINYINT')}) AS {name}"
+        for name in VECTOR_COLUMNS.get(table, ())
+        if name not in types and codes_column(name) in types
+    ]
 
 
 def _identifier(name: str) -> str:

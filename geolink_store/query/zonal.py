@@ -27,6 +27,7 @@ from geolink_store import grid
 from geolink_store.constants import CELLS, H3_COLUMN, MODALITIES, WGS84, Modality
 from geolink_store.errors import GeolinkError, InputError
 from geolink_store.store import Store, parent_column
+from geolink_store.store.vector_rows import vector_rows
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -181,14 +182,7 @@ def _stored(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Of the rows matching ``rows_filter``: each cell's key (its id, or parent at ``parent_res``), vector."""
     key = H3_COLUMN if parent_res is None else parent_column(parent_res)
-    rows = (
-        store.table(CELLS)
-        .search()
-        .where(f"{rows_filter} AND {modality} IS NOT NULL")
-        .select([key, modality])
-        .limit(None)
-        .to_arrow()
-    )
+    rows = vector_rows(store, CELLS, rows_filter, [key], [modality], non_null=[modality])
     if rows.num_rows == 0:
         raise GeolinkError(f"the store has no {modality!r} vectors for this model and epoch")
     column = rows[modality].combine_chunks()

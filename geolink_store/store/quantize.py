@@ -19,6 +19,8 @@ from typing import Literal, get_args
 import numpy as np
 import pyarrow as pa
 
+from geolink_store.errors import InputError
+
 INT8_MAX = 127
 CODES_SUFFIX = "_i8"
 SCALE_SUFFIX = "_scale"
@@ -64,10 +66,10 @@ def checked_layout(layout: str) -> VectorLayout:
     """``layout`` if it is a :data:`VectorLayout`.
 
     Raises:
-        ValueError: it is not.
+        InputError: it is not.
     """
     if layout not in VECTOR_LAYOUTS:
-        raise ValueError(f"vectors={layout!r} is not a vector layout: use one of {', '.join(VECTOR_LAYOUTS)}")
+        raise InputError(f"vectors={layout!r} is not a vector layout: use one of {', '.join(VECTOR_LAYOUTS)}")
     return layout  # type: ignore[return-value]
 
 

@@ -47,9 +47,11 @@ def test_cells_whose_buildings_left_the_map_rank_first(broken_map) -> None:
     ranked = disagreement(store)
     top = set(ranked["h3"][: len(erased)].tolist())
     assert len(top & set(erased.tolist())) >= 8  # random: 10 / 600 of 10
-    assert (ranked.set_index("h3").loc[erased, "direction"] == "image").mean() >= 0.8
+    assert ranked.set_index("h3").loc[erased, "score"].min() > 0  # the image shows more than the map
     assert np.all(np.diff(ranked["score"].to_numpy()) <= 0)
-    assert ranked["score"].median() < 2.0
+    assert abs(ranked["score"].median()) < 1.0
+    opposite = disagreement(store, direction="map")
+    assert not set(opposite["h3"][: len(erased)].tolist()) & set(erased.tolist())
     assert len(disagreement(store, k=7)) == 7
 
 
@@ -70,8 +72,14 @@ def test_disagree_on_the_bundled_real_sample(sample_store: Path, tmp_path: Path)
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
     assert len(rows) == Store.open(sample_store).table("cells").count_rows("image IS NOT NULL")
-    assert all(isinstance(row["h3_hex"], str) and row["direction"] in ("image", "map") for row in rows)
+    assert all(isinstance(row["h3_hex"], str) and isinstance(row["score"], float) for row in rows)
     assert [row["score"] for row in rows] == sorted((row["score"] for row in rows), reverse=True)
     assert (tmp_path / "d.png").stat().st_size > 10_000
     bad = CliRunner().invoke(main, ["disagree", "--db", str(sample_store), "--epoch", "1999"])
     assert bad.exit_code == 1 and bad.output.startswith("error: ") and "no epoch '1999'" in bad.output
+
+
+def test_an_unknown_direction_is_refused(broken_map) -> None:
+    store, _ = broken_map
+    with pytest.raises(InputError, match="direction must be one of image, map"):
+        disagreement(store, direction="sideways")

@@ -13,13 +13,18 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 from click.testing import CliRunner
+from shapely import box
 
 from geolink_store.cli.main import main
-from geolink_store.constants import CELLS
+from geolink_store.constants import CELLS, WGS84
 from geolink_store.errors import InputError
 from geolink_store.heads.from_store import fit_from_store, stored_vectors
 from geolink_store.heads.labels import coverage_share
+from geolink_store.pipeline import IngestSettings, ingest
+from geolink_store.query.disagree import disagreement
 from geolink_store.query.search import search_hits
+from geolink_store.query.sql import run_sql
+from geolink_store.query.zonal import zonal_stats
 from geolink_store.sample import kampala_sample
 from geolink_store.store import Store
 from geolink_store.store.locations import size_bytes
@@ -131,6 +136,14 @@ def test_another_layout_is_refused_and_changes_nothing(int8_store: Path) -> None
     assert result.output.startswith("error: ") and "hold int8 vectors" in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert Store.open(int8_store).table(CELLS).version == before
+    with pytest.raises(InputError, match="vectors='int4' is not a vector layout"):
+        ingest(
+            str(int8_store),
+            SAMPLE.region,
+            [str(SAMPLE.imagery)],
+            None,
+            settings=IngestSettings(vectors="int4"),
+        )
 
 
 def test_upsert_takes_both_layouts_and_adds_later_columns(sample_store: Path, tmp_path: Path) -> None:
@@ -146,3 +159,25 @@ def test_upsert_takes_both_layouts_and_adds_later_columns(sample_store: Path, tm
     assert found["h3"].equals(search_hits(sample_store, cells=int(plain["h3"][0].as_py()), k=10).rows["h3"])
     with pytest.raises(InputError, match="hold float32 vectors but the store's table holds both"):
         store.upsert(CELLS, plain)
+
+
+def test_sql_disagree_and_zonal_read_int8_as_dequantised_float32(
+    int8_store: Path, sample_store: Path
+) -> None:
+    plain = _cells(sample_store)
+    exact = np.asarray(plain["fused"].combine_chunks().flatten()).reshape(plain.num_rows, -1)
+    found = run_sql(int8_store, "SELECT h3, fused FROM cells ORDER BY h3")
+    assert found["h3"].equals(plain["h3"])
+    assert np.allclose(np.stack(found["fused"].to_numpy(zero_copy_only=False)), dequantize(*quantize(exact)))
+    worst = {
+        name: disagreement(Store.open(db), k=10)
+        for name, db in (("int8", int8_store), ("plain", sample_store))
+    }
+    assert len(set(worst["int8"]["h3"]) & set(worst["plain"]["h3"])) >= 7
+    west, south, east, north = (float(v) for v in SAMPLE.region.split(","))
+    middle = (west + east) / 2
+    zones = gpd.GeoDataFrame(
+        geometry=[box(west, south, middle, north), box(middle, south, east, north)], crs=WGS84
+    )
+    means = [np.stack(zonal_stats(Store.open(db), zones)["fused_mean"]) for db in (int8_store, sample_store)]
+    assert np.abs(means[0] - means[1]).max() < 0.01
