@@ -14,7 +14,7 @@ In a table a vector column ``name`` is stored in one of three layouts (:data:`Ve
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Literal, get_args
+from typing import Literal, cast, get_args
 
 import numpy as np
 import pyarrow as pa
@@ -70,7 +70,7 @@ def checked_layout(layout: str) -> VectorLayout:
     """
     if layout not in VECTOR_LAYOUTS:
         raise InputError(f"vectors={layout!r} is not a vector layout: use one of {', '.join(VECTOR_LAYOUTS)}")
-    return layout  # type: ignore[return-value]
+    return cast("VectorLayout", layout)
 
 
 def layout_of(schema: pa.Schema, names: Iterable[str]) -> VectorLayout:

@@ -8,11 +8,11 @@ import json
 import subprocess
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import timm
 import torch
-from conftest import FIXTURES
 from official_fixture import official_samples
 from torch_geometric.data import HeteroData
 
@@ -29,6 +29,8 @@ from model import (
 from model.errors import InputError
 
 TINY = preset("test")
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ on it, its size, ``geolink check`` and ``info``, against the float32 ``sample_st
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import geopandas as gpd
@@ -11,6 +12,7 @@ import lance
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from click.testing import CliRunner
 from shapely import box
@@ -21,6 +23,7 @@ from geolink_store.errors import InputError
 from geolink_store.heads.from_store import fit_from_store, stored_vectors
 from geolink_store.heads.labels import coverage_share
 from geolink_store.pipeline import IngestSettings, ingest
+from geolink_store.query.change import change_scores
 from geolink_store.query.disagree import disagreement
 from geolink_store.query.search import search_hits
 from geolink_store.query.sql import run_sql
@@ -181,3 +184,18 @@ def test_sql_disagree_and_zonal_read_int8_as_dequantised_float32(
     )
     means = [np.stack(zonal_stats(Store.open(db), zones)["fused_mean"]) for db in (int8_store, sample_store)]
     assert np.abs(means[0] - means[1]).max() < 0.01
+
+
+def test_change_between_epochs_of_int8_rows(int8_store: Path, tmp_path: Path) -> None:
+    store = Store.open(shutil.copytree(int8_store, tmp_path / "db"))
+    rows = store.table(CELLS).to_arrow()
+    fused = rows["fused_i8"].combine_chunks()
+    flipped = pa.FixedSizeListArray.from_arrays(pc.negate(fused.flatten()), fused.type.list_size)
+    later = rows.set_column(rows.schema.get_field_index("epoch"), "epoch", pa.array(["2020"] * rows.num_rows))
+    later = later.set_column(later.schema.get_field_index("fused_i8"), "fused_i8", flipped)
+    assert store.upsert(CELLS, later).inserted == rows.num_rows
+    same = change_scores(store, "default", "2020", modality="image")
+    opposite = change_scores(store, "default", "2020", modality="fused")
+    assert len(same) == len(opposite) == rows.num_rows
+    assert np.abs(same["distance"]).max() < 1e-5, same["distance"].describe()
+    assert np.abs(opposite["distance"] - 2).max() < 1e-4, opposite["distance"].describe()
