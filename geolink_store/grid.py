@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import shapely
 from h3.api import basic_int as h3
+from h3ronpy.vector import cells_to_coordinates, cells_to_wkb_polygons
 
 from geolink_store.constants import EQUAL_AREA, GEOPARQUET_SUFFIXES, MAX_RES, VECTOR_SUFFIXES, WGS84
 from geolink_store.errors import GeolinkError, InputError
@@ -134,15 +135,39 @@ def check_cell_count(estimate: float, res: int, what: str = "the region") -> Non
 
 
 def cell_geometries(cells: Iterable[int]) -> np.ndarray:
-    """The hexagon (or pentagon) of each cell as a shapely Polygon in EPSG:4326, in the order given."""
-    return np.array([shapely.Polygon(cell_boundary_lonlat(cell)) for cell in cells], dtype=object)
+    """The hexagon (or pentagon) of each cell as a shapely Polygon in EPSG:4326, in the order given.
+
+    Built in Rust (h3ronpy) and decoded in one shapely call: 1M cells in a few seconds.
+
+    Raises:
+        InputError: an id that is not a valid H3 cell.
+    """
+    ids = _valid_ids(cells)
+    if not ids.size:
+        return np.empty(0, dtype=object)
+    wkb = pa.array(cells_to_wkb_polygons(pa.array(ids.view(np.uint64))))
+    return shapely.from_wkb(wkb.to_numpy(zero_copy_only=False))
 
 
 def cell_lonlat(cells: Iterable[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Longitude and latitude (degrees, EPSG:4326) of each cell's centre, as two float64 arrays."""
-    latlng = np.array([h3.cell_to_latlng(int(cell)) for cell in cells], dtype=np.float64)
-    latlng = latlng.reshape(-1, 2)
-    return latlng[:, 1], latlng[:, 0]
+    """Longitude and latitude (degrees, EPSG:4326) of each cell's centre, as two float64 arrays.
+
+    Raises:
+        InputError: an id that is not a valid H3 cell.
+    """
+    ids = _valid_ids(cells)
+    if not ids.size:
+        return np.empty(0), np.empty(0)
+    centres = pa.record_batch(cells_to_coordinates(pa.array(ids.view(np.uint64))))
+    return centres["lng"].to_numpy(), centres["lat"].to_numpy()
+
+
+def _valid_ids(cells: Iterable[int]) -> np.ndarray:
+    ids = np.asarray(cells if isinstance(cells, np.ndarray) else list(cells), dtype=np.int64).reshape(-1)
+    bad = ~valid_cells(ids)
+    if bad.any():
+        raise InputError(f"{int(ids[bad][0])} is not a valid H3 cell id")
+    return ids
 
 
 def resolution(cell: int) -> int:
@@ -332,20 +357,11 @@ def disk_lists(cells: np.ndarray, k: np.ndarray | int) -> tuple[np.ndarray, np.n
 
 
 def boundary_polygons(cells: np.ndarray) -> np.ndarray:
-    """:func:`cell_geometries` element-wise, built in one shapely call, with None for an invalid cell."""
+    """:func:`cell_geometries` element-wise, with None for an invalid cell."""
     cells = np.asarray(cells, dtype=np.int64)
     ok = valid_cells(cells)
-    corners = [h3.cell_to_boundary(cell) for cell in cells[ok].tolist()]
-    sizes = np.fromiter(map(len, corners), dtype=np.int64, count=len(corners))
-    if len(sizes) and (sizes == sizes[0]).all():  # all hexagons (or all pentagons): one C-level copy
-        latlng = np.array(corners, dtype=np.float64).reshape(-1)
-    else:
-        latlng = np.fromiter(
-            (x for ring in corners for corner in ring for x in corner), np.float64, 2 * sizes.sum()
-        )
-    ring_of = np.repeat(np.arange(len(sizes)), sizes)
     polygons = np.full(len(cells), None, dtype=object)
-    polygons[ok] = shapely.polygons(shapely.linearrings(latlng.reshape(-1, 2)[:, ::-1], indices=ring_of))
+    polygons[ok] = cell_geometries(cells[ok])
     return polygons
 
 

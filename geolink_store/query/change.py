@@ -98,7 +98,7 @@ def change_scores(
     return gpd.GeoDataFrame(
         {
             H3_COLUMN: cells,
-            "h3_hex": [grid.hex_id(cell) for cell in cells],
+            "h3_hex": grid.hex_id_array(cells).to_pylist(),
             "score": score[order],
             "distance": distance[order],
             "lon": lon,

@@ -102,7 +102,7 @@ def disagreement(
     return gpd.GeoDataFrame(
         {
             H3_COLUMN: cells,
-            "h3_hex": [grid.hex_id(cell) for cell in cells],
+            "h3_hex": grid.hex_id_array(cells).to_pylist(),
             "score": score[order],
             **{name: rows[name].to_numpy()[order] for name in NODE_COUNT_COLUMNS},
             **{f"{name}_predicted": shown[:, i] for i, name in enumerate(NODE_COUNT_COLUMNS)},
