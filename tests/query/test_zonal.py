@@ -136,7 +136,16 @@ def test_cli_writes_geoparquet(store_and_rows, zones: Path, tmp_path: Path) -> N
     assert result.exit_code == 0, result.stderr
     frame = gpd.read_parquet(out)
     assert frame.crs.to_epsg() == 4326 and len(frame) == 3 and frame.geometry.iloc[0].geom_type == "Polygon"
-    assert list(frame.columns) == ["name", "rank", "geometry", "model_id", "epoch", "n_cells", "weight", "fused_mean"]
+    assert list(frame.columns) == [
+        "name",
+        "rank",
+        "geometry",
+        "model_id",
+        "epoch",
+        "n_cells",
+        "weight",
+        "fused_mean",
+    ]
     assert len(frame["fused_mean"].iloc[0]) == 16
 
 
