@@ -43,9 +43,9 @@ def check_map_path(path: str | os.PathLike) -> Path:
     """
     target = Path(path)
     if target.suffix.lower() not in MAP_SUFFIXES:
-        raise InputError(f"map {path} must end in {', '.join(MAP_SUFFIXES)} (a PNG or an HTML map)")
+        raise InputError(f"map_path='{path}' must end in {', '.join(MAP_SUFFIXES)} (a PNG or an HTML map)")
     if not target.parent.is_dir():
-        raise InputError(f"map {path}: folder {target.parent} does not exist")
+        raise InputError(f"map_path='{path}': folder {target.parent} does not exist")
     return target
 
 
