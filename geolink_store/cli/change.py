@@ -45,12 +45,8 @@ def change(
 ) -> None:
     """Rank the cells of two epochs by how much they changed, relative to the change around them."""
     from geolink_store.query.change import change_scores
-    from geolink_store.query.maps import check_map_path
-    from geolink_store.store import Store
 
-    if map_path:
-        check_map_path(map_path)
-    store = Store.open(db)
+    store = _store_for(db, map_path)
     ranked = change_scores(
         store, epoch_from, epoch_to, modality=modality, model_id=model_id, within=within, k=k
     )
@@ -85,18 +81,24 @@ def disagree(
 ) -> None:
     """Rank cells by how much more their image shows than their OSM has (or, --direction map, the reverse)."""
     from geolink_store.query.disagree import disagreement
-    from geolink_store.query.maps import check_map_path
-    from geolink_store.store import Store
 
-    if map_path:
-        check_map_path(map_path)
-    store = Store.open(db)
+    store = _store_for(db, map_path)
     ranked = disagreement(store, direction=direction, epoch=epoch, model_id=model_id, within=within, k=k)
     columns = ["h3", "h3_hex", "score", "n_point", "n_line", "n_polygon", "n_polygon_predicted"]
     title = (
         "the image shows more than the map" if direction == "image" else "the map shows more than the image"
     )
     _report(ranked, columns, fmt, map_path, store, title)
+
+
+def _store_for(db: str, map_path: str | None) -> Store:
+    """The store, opened once ``--map`` (when given) is known to be writable as a map."""
+    from geolink_store.query.maps import check_map_path
+    from geolink_store.store import Store
+
+    if map_path:
+        check_map_path(map_path)
+    return Store.open(db)
 
 
 def _report(
