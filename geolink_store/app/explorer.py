@@ -329,11 +329,10 @@ class Explorer:
 
         earlier, later = sorted([other, self.epoch], key=sort_key)
         ranked = change_scores(self.store, earlier, later, model_id=self.model_id)
+        ranked_cells = ranked[H3_COLUMN].to_numpy()
         values = np.full(self.cells.size, np.nan)
-        found = np.isin(self.cells, ranked[H3_COLUMN].to_numpy())
-        order = np.argsort(ranked[H3_COLUMN].to_numpy())
-        positions = order[np.searchsorted(ranked[H3_COLUMN].to_numpy()[order], self.cells[found])]
-        values[found] = ranked["score"].to_numpy()[positions]
+        found = np.isin(self.cells, ranked_cells)
+        values[found] = ranked["score"].to_numpy()[_aligned(ranked_cells, self.cells[found])]
         return values
 
     def _read_columns(self, columns: list[str]) -> dict[str, np.ndarray]:

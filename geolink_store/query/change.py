@@ -20,10 +20,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from geolink_store import grid
-from geolink_store.constants import CELLS, H3_COLUMN, MODALITIES, WGS84, Modality
+from geolink_store.constants import CELLS, H3_COLUMN, MODALITIES, Modality
 from geolink_store.errors import InputError
+from geolink_store.query.frames import cells_frame
 from geolink_store.query.search import spatial_filter
 from geolink_store.store import Store
+from geolink_store.store.epochs import chosen_epoch
 from geolink_store.store.vector_rows import vector_rows
 
 if TYPE_CHECKING:
@@ -70,14 +72,13 @@ def change_scores(
     Raises:
         GeolinkError: unknown model, epoch or modality, the same epoch twice, or no cell in both epochs.
     """
-    import geopandas as gpd
-
     if modality not in MODALITIES:
         raise InputError(f"modality must be one of {', '.join(MODALITIES)}, got {modality!r}")
     if k is not None and k < 1:
         raise InputError(f"k must be at least 1, got {k}")
     model_id = store.default_model(model_id)
-    epochs = [store.default_epoch(epoch, model_id=model_id) for epoch in (epoch_from, epoch_to)]
+    stored = store.epochs(model_id=model_id)
+    epochs = [chosen_epoch(stored, epoch, f"model {model_id!r}") for epoch in (epoch_from, epoch_to)]
     if epochs[0] == epochs[1]:
         raise InputError(f"epoch_from= and epoch_to= are both {epochs[0]!r}: compare two epochs")
     res = store.resolution(model_id)
@@ -93,20 +94,7 @@ def change_scores(
     distance = 1.0 - np.einsum("ij,ij->i", a, b)
     score = relative_change(cells, centred_distance(a, b), res)
     order = np.lexsort((cells, -score))[: k or None]
-    cells = cells[order]
-    lon, lat = grid.cell_lonlat(cells)
-    return gpd.GeoDataFrame(
-        {
-            H3_COLUMN: cells,
-            "h3_hex": grid.hex_id_array(cells).to_pylist(),
-            "score": score[order],
-            "distance": distance[order],
-            "lon": lon,
-            "lat": lat,
-        },
-        geometry=grid.cell_geometries(cells),
-        crs=WGS84,
-    )
+    return cells_frame(cells[order], {"score": score[order], "distance": distance[order]})
 
 
 def centred_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from geolink_store import grid
-from geolink_store.constants import CELLS, H3_COLUMN, NODE_COUNT_COLUMNS, WGS84
+from geolink_store.constants import CELLS, H3_COLUMN, NODE_COUNT_COLUMNS
 from geolink_store.errors import InputError
+from geolink_store.query.frames import cells_frame
 from geolink_store.query.search import spatial_filter
 from geolink_store.store import Store
 from geolink_store.store.vector_rows import vector_rows
@@ -68,8 +69,6 @@ def disagreement(
         GeolinkError: unknown model, epoch or direction; fewer than :data:`MIN_CELLS` imaged cells; no OSM in
             any cell.
     """
-    import geopandas as gpd
-
     if direction not in DIRECTIONS:
         raise InputError(f"direction must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
     if k is not None and k < 1:
@@ -92,32 +91,26 @@ def disagreement(
         )
     features = _components(_matrix(rows["image"]), min(COMPONENTS, rows.num_rows // 5))
     predicted = held_out_predictions(features, counts, _spatial_folds(cells, res))
-    spread = np.maximum(counts.std(axis=0), 1e-9)
-    score = ((predicted - counts) / spread * (counts.std(axis=0) > 1e-9)).sum(axis=1)
+    spread = counts.std(axis=0)
+    varies = spread > 1e-9  # a kind no cell has (or all have alike) says nothing
+    score = ((predicted - counts)[:, varies] / spread[varies]).sum(axis=1)
     score = score if direction == "image" else -score
     order = np.lexsort((cells, -score))[: k or None]
-    cells = cells[order]
-    lon, lat = grid.cell_lonlat(cells)
     shown = np.maximum(np.expm1(predicted[order]), 0.0)
-    return gpd.GeoDataFrame(
+    return cells_frame(
+        cells[order],
         {
-            H3_COLUMN: cells,
-            "h3_hex": grid.hex_id_array(cells).to_pylist(),
             "score": score[order],
             **{name: rows[name].to_numpy()[order] for name in NODE_COUNT_COLUMNS},
             **{f"{name}_predicted": shown[:, i] for i, name in enumerate(NODE_COUNT_COLUMNS)},
-            "lon": lon,
-            "lat": lat,
         },
-        geometry=grid.cell_geometries(cells),
-        crs=WGS84,
     )
 
 
 def _cells(store: Store, rows_filter: str, area: str | None) -> pa.Table:
     where = " AND ".join(part for part in (rows_filter, area and f"({area})") if part)
     columns = [H3_COLUMN, *NODE_COUNT_COLUMNS]
-    return vector_rows(store, CELLS, where, columns, ["image", "osm"], non_null=["image"])
+    return vector_rows(store, CELLS, where, columns, ["image"], non_null=["image"])
 
 
 def _matrix(column: pa.ChunkedArray) -> np.ndarray:
