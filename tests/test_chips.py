@@ -2,7 +2,7 @@
 chip path agree, to within one pixel, with the same buildings mapped by ``ChipSpec.to_chip_frame``.
 
 Real data: SpaceNet Atlanta (EPSG:32616 GeoTIFF, and a copy warped to EPSG:4326) and Kampala OpenAerialMap
-zoom-21 tiles (Web Mercator, chips in UTM 36N), both the shared originals and the bundled sample.
+zoom-21 tiles (Web Mercator, chips in their own Web Mercator frame), both the shared originals and the bundled sample.
 """
 
 from __future__ import annotations
@@ -155,7 +155,7 @@ def kampala_check(tile_folder: Path, buildings_file: Path, tmp_path: Path, min_c
     cells = source.covered_cells(region_cells(source.footprint, 11))
     lon, lat = cell_lonlat(cells[:1])
     crs = source.chip_crs(lon[0], lat[0])
-    assert crs.to_epsg() == 32636  # Web Mercator tiles get chips in the local UTM zone
+    assert crs.to_epsg() == 3857  # Web Mercator tiles get chips in their own (conformal) frame
     check_chips(labels, buildings.geometry, cells, crs, min_chips=min_chips)
 
 
@@ -181,20 +181,19 @@ ONE_GREY = 1.0 / 255 + 1e-6  # in [0, 1] RGB units, after the source's scaling
         ("atlanta_spacenet/sample_geotiff.tif", 11, 56),  # 0.5 m -> 1 m: average
         ("naip_north_dakota/m_4709963_se_14_1_20100629.tif", 10, 224),  # uint8 RGB(N), deflate, nodata 0
         ("naip_north_dakota/m_4709963_se_14_1_20200831.tif", 9, 24),  # 5 m -> 14 m: average
-        ("bundled sample", 13, 224),  # XYZ tiles (RGBA VRT, EPSG:3857) on 3857 chips: the alpha band
+        ("bundled sample", 13, 224),  # XYZ tiles (RGBA VRT, EPSG:3857), 0.07 m -> 0.03 m: bilinear, alpha
+        ("bundled sample", 12, 224),  # 0.07 m -> 0.1 m: average over transparent pixels
     ],
 )
 def test_window_path_gives_the_warped_pixels(shared_data: Path, raster: str, res: int, size: int) -> None:
-    """Every chip the window path reads (most of them) equals the warp's within one grey level."""
-    if raster == "bundled sample":
-        source = open_imagery(kampala_sample().imagery)
-        crs = CRS.from_epsg(3857)
-    else:
-        source = open_imagery(shared_data / raster)
-        crs = source.crs
+    """Every chip the window path reads (most of them) equals the warp's within one grey level, and so does
+    its validity (transparent tile pixels weighed out as the warp does)."""
+    source = open_imagery(kampala_sample().imagery if raster == "bundled sample" else shared_data / raster)
     (raster_source,) = source.sources
     cells = source.covered_cells(region_cells(source.footprint, res))
-    compared = 0
+    crs = source.chip_crs(*(v[0] for v in cell_lonlat(cells[:1])))
+    assert crs == raster_source.crs
+    compared = with_holes = 0
     for cell in cells:
         spec = chip_for_cell(int(cell), crs, size=size)
         _, source_pixel = raster_source._grid_in(crs)
@@ -202,9 +201,13 @@ def test_window_path_gives_the_warped_pixels(shared_data: Path, raster: str, res
         window = raster_source._read_window(spec, kernel, source_pixel)
         if window is None:
             continue
-        rgb, valid = raster_source._read_warped(spec, kernel)
-        assert valid.all() and window[1].all()
-        grey = (np.abs(window[0] - rgb) * raster_source.scale).max()  # source units -> [0, 1] RGB
+        (window_rgb, window_valid), (rgb, valid) = window, raster_source._read_warped(spec, kernel)
+        assert np.array_equal(window_valid, valid), cell
+        both = window_valid & valid
+        grey = (np.abs(window_rgb - rgb)[:, both] * raster_source.scale[:, 0]).max()  # -> [0, 1] RGB
         assert grey <= ONE_GREY, (cell, grey * 255)
         compared += 1
+        with_holes += not valid.all()
     assert compared >= max(5, cells.size // 3), (compared, cells.size)  # most chips take the window path
+    if raster == "bundled sample":
+        assert with_holes >= 5  # the sample's tiles have transparent pixels: the weighting is exercised

@@ -158,6 +158,7 @@ class IngestPlan:
     todo: np.ndarray
     dtype: torch.dtype
     report: IngestReport
+    model_registered: bool = False
 
     def partitions(self) -> Iterator[Partition]:
         """The cells to encode, grouped by their coarse parent (:attr:`IngestSettings.partition_levels`)."""
@@ -167,6 +168,8 @@ class IngestPlan:
 
     def register_model(self) -> None:
         """Record the model in the store's ``models`` table (a no-op once it is there)."""
+        if self.model_registered:
+            return
         self.store.register_model(
             self.report.model_id,
             name=self.model_name,
@@ -174,6 +177,7 @@ class IngestPlan:
             config=json.loads(self.model.config.to_json()),
             text_encoder=encoder_name(self.builder.cache.encoder),
         )
+        self.model_registered = True
 
     def record_imagery(self) -> None:
         """Record where each imagery source of this epoch is, in the ``imagery`` table (once cells exist)."""

@@ -30,8 +30,6 @@ from geolink_store.sources.dates import acquisition_date
 from geolink_store.sources.raster import RasterSource, ResamplingName
 from geolink_store.sources.xyz import open_tile_folder
 
-WEB_MERCATOR_EPSG = (3857, 3395, 900913)  # projected, but not a true-scale local frame: chips use UTM instead
-
 MosaicMode = Literal["fill", "first"]
 
 
@@ -82,9 +80,12 @@ class ImagerySource:
     def chip_crs(self, lon: float, lat: float) -> CRS:
         """The CRS for chips near (lon, lat).
 
-        The first source's CRS if it is projected (and not Web Mercator), else the local UTM zone.
+        The first source's CRS if it is projected, else the local UTM zone. A chip in its source's own CRS
+        is read as one window without a warp. Web Mercator (slippy-map tiles) qualifies too: it is conformal,
+        so a chip square in it is square on the ground and truly north up, and chips and graphs are measured in
+        the chip's own frame, where its scale (``1 / cos(lat)``) cancels.
         """
-        if self.crs.is_projected and self.crs.to_epsg() not in WEB_MERCATOR_EPSG:
+        if self.crs.is_projected:
             return self.crs
         return local_utm(lon, lat)
 

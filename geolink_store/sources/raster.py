@@ -22,6 +22,7 @@ from pyproj import CRS
 from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.errors import RasterioError
 from rasterio.vrt import WarpedVRT
+from rasterio.windows import Window
 
 from geolink_store.chips import ChipSpec, transformer
 from geolink_store.errors import GeolinkError
@@ -147,8 +148,8 @@ class RasterSource:
         """The chip as one windowed read resampled in numpy, or None where only the warp gives it.
 
         That is a chip in another CRS, a kernel the window path does not have (or ``bilinear`` shrinking,
-        which GDAL widens), a window past the raster's edge, or one holding a nodata, masked or non-finite
-        pixel (the warp weighs those out).
+        which GDAL widens), a window past the raster's edge, or one holding a nodata or non-finite pixel.
+        Pixels an alpha band or mask marks invalid are weighed out as the warp does.
         """
         dataset = self._dataset
         shrinking = spec.pixel_size > source_pixel
@@ -162,19 +163,33 @@ class RasterSource:
             return None
         indexes = [*self.bands, self.alpha_band] if self.alpha_band else self.bands
         pixels = dataset.read(indexes, window=plan.window)
-        if self.alpha_band and (pixels[-1] < np.iinfo(pixels.dtype).max).any():
-            return None
+        validity = self._validity(pixels, plan.window)
         pixels = pixels[: len(self.bands)]
         if dataset.nodata is not None and (pixels == dataset.nodata).any():
             return None
-        if self._has_mask and (dataset.read_masks(self.bands, window=plan.window) == 0).any():
-            return None
-        rgb = plan.resample(pixels)
+        if validity is None:
+            rgb, valid = plan.resample(pixels), np.ones((spec.size, spec.size), dtype=bool)
+        else:
+            rgb, valid = plan.resample_valid(pixels, validity)
         if not np.isfinite(rgb).all():
             return None
         if np.issubdtype(pixels.dtype, np.integer):
             np.floor(rgb + 0.5, out=rgb)  # the warp's rounding into an integer raster
-        return rgb, np.ones((spec.size, spec.size), dtype=bool)
+        return rgb, valid
+
+    def _validity(self, pixels: np.ndarray, window: Window) -> np.ndarray | None:
+        """Each window pixel's validity in [0, 1] from the alpha band and the mask; None where all are valid."""
+        validity = None
+        if self.alpha_band:
+            alpha = pixels[-1]
+            full = np.iinfo(alpha.dtype).max if np.issubdtype(alpha.dtype, np.integer) else 1.0
+            if (alpha < full).any():
+                validity = np.clip(alpha.astype(np.float32) / full, 0.0, 1.0)
+        if self._has_mask:
+            masked = self._dataset.read_masks(self.bands, window=window).min(axis=0) == 0
+            if masked.any():
+                validity = np.where(masked, 0.0, 1.0 if validity is None else validity).astype(np.float32)
+        return validity
 
     def _read_warped(self, spec: ChipSpec, resampling: str) -> tuple[np.ndarray, np.ndarray]:
         """The chip warped onto its grid, and where the warper's alpha says it holds data."""

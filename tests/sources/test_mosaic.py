@@ -205,7 +205,7 @@ def test_tile_folder_picks_the_finest_zoom_and_both_namings(shared_data: Path, t
     cell, crs = first_chip_cell(oam, 12)
     spec = chip_for_cell(cell, crs)
     assert np.array_equal(oam.read(spec).image, zxy.read(spec).image)
-    assert crs.to_epsg() == 32636
+    assert crs.to_epsg() == 3857
 
 
 def test_tile_alpha_and_missing_tiles_are_invalid(tmp_path: Path) -> None:
