@@ -4,13 +4,14 @@ Run: PYTHONPATH=/work/envs/baselines .venv/bin/python bench/bench_regions.py [--
 (srai and h3ronpy are optional same-run baselines, installed outside the project env, e.g. ``pip install
 --target /work/envs/baselines --no-deps srai h3ronpy``; without them they are reported absent.)
 
-Regions: Monaco's six quarters unioned (OSM admin_level 10 from ../shared/data/osm/monaco.osm.pbf: a real city
-boundary, 563 vertices with the coast; at res 13-14 it holds as many cells as a city of Prague's size at res
-10-11), Czechia's national border (Natural Earth 1:110m, shipped with pyogrio's test data), and a 0.4 x 0.4
-degree box at Kampala. Cases, each best of ``--repeats``: ours (``region_cells``, sorted ``int64``), h3-py's
-``h3shape_to_cells_experimental`` (what ``region_cells`` called before), srai's ``shapely_geometry_to_h3``
-(its public core, hex strings out) and h3ronpy's ``wkb_to_cells`` (the Rust fill srai calls, ``Covers`` or
-``ContainsCentroid``). Every cell set is checked equal to ours. Memory: tracemalloc peak of ours.
+Regions: Berlin's city boundary (bench/data/berlin.geojson: its twelve districts unioned, 5,395 vertices,
+CC BY 3.0 DE) at res 10-11, Monaco's six quarters unioned (OSM admin_level 10 from
+../shared/data/osm/monaco.osm.pbf, 563 vertices with the coast) at res 12-14, Czechia's national border
+(Natural Earth 1:110m, shipped with pyogrio's test data), and a 0.4 x 0.4 degree box at Kampala. Cases, each
+best of ``--repeats``: ours (``region_cells``, sorted ``int64``), h3-py's ``h3shape_to_cells_experimental``
+(what ``region_cells`` called before), srai's ``shapely_geometry_to_h3`` (its public core, hex strings out)
+and h3ronpy's ``wkb_to_cells`` (the Rust fill srai calls, ``Covers`` or ``ContainsCentroid``). Every cell set
+is checked equal to ours. Memory: tracemalloc peak of ours.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from geolink_store.grid import region_cells
 from geolink_store.testing import bench_record
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+BERLIN = Path(__file__).resolve().parent / "data" / "berlin.geojson"
 NATURAL_EARTH = Path(pyogrio.__file__).parent / "tests" / "fixtures" / "naturalearth_lowres"
 
 
@@ -43,7 +45,9 @@ def regions() -> list[tuple[str, shapely.Geometry, tuple[int, ...]]]:
     monaco = shapely.union_all(boundaries[boundaries["admin_level"] == "10"].geometry.values)
     countries = gpd.read_file(NATURAL_EARTH / "naturalearth_lowres.shp")
     czechia = countries[countries["name"] == "Czechia"].geometry.iloc[0]
+    berlin = gpd.read_file(BERLIN).geometry.iloc[0]
     return [
+        ("Berlin", berlin, (10, 11)),
         ("Monaco quarters", monaco, (12, 13, 14)),
         ("Czechia (NE 1:110m)", czechia, (8, 9)),
         ("Kampala box 0.4 deg", shapely.box(32.4, 0.1, 32.8, 0.5), (11,)),

@@ -18,8 +18,11 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
+import pyarrow as pa
 import shapely
 from h3.api import basic_int as h3
+from h3ronpy import change_resolution
+from h3ronpy.vector import cells_to_coordinates, cells_to_wkb_polygons
 
 DESCENDANT_SCALE = {"center": 1.3, "overlap": 1.4}
 """Per rule, the scale of a cell's hexagon about its centre that holds all its descendants' centres (or
@@ -54,7 +57,7 @@ def polygon_to_cells(geometry: shapely.Geometry, res: int, contain: Contain = "c
         centres = _centres(cells)
         inside = frame.inside(centres)
         near = frame.near(centres, DESCENDANT_SCALE[contain] * frame.radius(level))
-        found += [np.asarray(h3.cell_to_children(int(c), res), dtype=np.int64) for c in cells[inside & ~near]]
+        found.append(_children(cells[inside & ~near], res))
         level += 1
         cells = np.unique(_children(cells[near], level))
     centres = _centres(cells)
@@ -119,19 +122,24 @@ def _bbox_cells(bounds: tuple[float, float, float, float], level: int) -> np.nda
 
 
 def _children(cells: np.ndarray, res: int) -> np.ndarray:
-    """All children at ``res`` of the cells, concatenated."""
-    children = [h3.cell_to_children(int(cell), res) for cell in cells]
-    return np.fromiter((child for group in children for child in group), dtype=np.int64)
+    """All children at ``res`` of the cells, concatenated (grouped by parent)."""
+    return _ids(change_resolution(_arrow(cells), res))
 
 
 def _centres(cells: np.ndarray) -> np.ndarray:
     """``(N, 2)`` lat, lon of the cells' centres."""
-    return np.array([h3.cell_to_latlng(int(cell)) for cell in cells], dtype=np.float64).reshape(-1, 2)
+    centres = pa.record_batch(cells_to_coordinates(_arrow(cells)))
+    return np.column_stack([centres["lat"].to_numpy(), centres["lng"].to_numpy()]).reshape(-1, 2)
 
 
 def _hexagons(cells: np.ndarray) -> np.ndarray:
     """The cells' boundaries as shapely polygons in lon/lat."""
-    boundaries = [h3.cell_to_boundary(int(cell)) for cell in cells]
-    counts = np.fromiter(map(len, boundaries), dtype=np.int64, count=len(boundaries))
-    corners = np.concatenate(boundaries)[:, ::-1] if boundaries else np.empty((0, 2))  # lat, lon -> lon, lat
-    return shapely.polygons(shapely.linearrings(corners, indices=np.repeat(np.arange(cells.size), counts)))
+    return shapely.from_wkb(pa.array(cells_to_wkb_polygons(_arrow(cells))).to_numpy(zero_copy_only=False))
+
+
+def _arrow(cells: np.ndarray) -> pa.Array:
+    return pa.array(np.asarray(cells, dtype=np.int64).view(np.uint64))
+
+
+def _ids(cells: pa.Array) -> np.ndarray:
+    return np.asarray(cells).view(np.int64)

@@ -2,7 +2,7 @@
 chip path agree, to within one pixel, with the same buildings mapped by ``ChipSpec.to_chip_frame``.
 
 Real data: SpaceNet Atlanta (EPSG:32616 GeoTIFF, and a copy warped to EPSG:4326) and Kampala OpenAerialMap
-zoom-21 tiles (Web Mercator, chips in their own Web Mercator frame), both the shared originals and the bundled sample.
+zoom-21 tiles (Web Mercator, chips in that same frame), both the shared originals and the bundled sample.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import pytest
 import rasterio
 import shapely
 from affine import Affine
-from pyproj import CRS
 from rasterio.features import rasterize
 from rasterio.warp import calculate_default_transform, reproject
 from scipy.ndimage import binary_dilation

@@ -252,6 +252,18 @@ def test_irregular_city_boundary_gives_h3s_own_cells(shared_data: Path, res: int
 
 
 @pytest.mark.parametrize("touching", [False, True])
+def test_berlin_boundary_gives_h3s_own_cells(touching: bool) -> None:
+    """Berlin's city boundary (5,395 vertices, bundled with the benchmarks) at res 9: ~9,000 cells."""
+    berlin = gpd.read_file(Path(__file__).parents[1] / "bench" / "data" / "berlin.geojson").geometry.iloc[0]
+    expected = h3.h3shape_to_cells_experimental(
+        h3.geo_to_h3shape(berlin), 9, contain="overlap" if touching else "center"
+    )
+    cells = region_cells(berlin, 9, touching=touching)
+    assert cells.size > 8_000
+    np.testing.assert_array_equal(cells, np.sort(np.array([h3.str_to_int(c) for c in expected])))
+
+
+@pytest.mark.parametrize("touching", [False, True])
 def test_box_and_atlanta_buildings_give_h3s_own_cells(shared_data: Path, touching: bool) -> None:
     """A plain box and a union of real building outlines (many small parts, holes between them)."""
     buildings = gpd.read_file(shared_data / "atlanta_spacenet" / "geotiff_labels.geojson").to_crs(4326)

@@ -81,9 +81,9 @@ class ImagerySource:
         """The CRS for chips near (lon, lat).
 
         The first source's CRS if it is projected, else the local UTM zone. A chip in its source's own CRS
-        is read as one window without a warp. Web Mercator (slippy-map tiles) qualifies too: it is conformal,
-        so a chip square in it is square on the ground and truly north up, and chips and graphs are measured in
-        the chip's own frame, where its scale (``1 / cos(lat)``) cancels.
+        is read as one window without a warp. Web Mercator (slippy-map tiles) qualifies too: it is
+        conformal, so a chip square in it is square on the ground and truly north up, and chips and graphs
+        are measured in the chip's own frame, where its scale (``1 / cos(lat)``) cancels.
         """
         if self.crs.is_projected:
             return self.crs

@@ -178,7 +178,7 @@ class RasterSource:
         return rgb, valid
 
     def _validity(self, pixels: np.ndarray, window: Window) -> np.ndarray | None:
-        """Each window pixel's validity in [0, 1] from the alpha band and the mask; None where all are valid."""
+        """Each window pixel's validity in [0, 1] from the alpha band and the mask (None: all valid)."""
         validity = None
         if self.alpha_band:
             alpha = pixels[-1]

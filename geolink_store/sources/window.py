@@ -95,7 +95,7 @@ def plan_window(spec: ChipSpec, transform: Affine, width: int, height: int, kern
 class _Axis:
     """One chip axis's taps: chip pixel ``i`` reads source pixels ``low[i] + t`` with weight ``taps[i, t]``.
 
-    Taps past a pixel's last source pixel have weight 0 (and repeat its index), so every chip pixel has as many.
+    Taps past a pixel's last source pixel weigh 0 (and repeat its index): every chip pixel has as many.
     """
 
     low: np.ndarray
@@ -133,7 +133,7 @@ class _Axis:
         return cls(low, taps.astype(np.float32), centre, int(low.min()), int(high.max()))
 
     def weights(self, kind: type) -> sparse.csr_array | sparse.csc_array:
-        """The ``(size, n)`` weights as ``csr_array``, or their transpose as ``csc_array`` (the same arrays)."""
+        """The ``(size, n)`` weights as ``csr_array``, or their transpose as ``csc_array`` (same arrays)."""
         size, count = self.taps.shape
         index = np.minimum(self.low[:, None] + np.arange(count), self.last - 1) - self.first
         pointers = np.arange(size + 1) * count
