@@ -1,7 +1,8 @@
 """The work of one partition, shared by every engine.
 
 The CPU side (:func:`partition_work`): the partition's OSM read once, its chips read, their graphs built. The
-model side (:func:`encode_work`): a batch encoded and shaped into store rows.
+model side (:func:`encode_batch`): a batch encoded; then :func:`batch_rows` shapes its outputs into store rows
+(:func:`encode_work` does both).
 """
 
 from __future__ import annotations
@@ -105,14 +106,46 @@ def partition_work(
             yield OsmOnlyBatch(cells[present], [g for g, keep in zip(graphs, present, strict=True) if keep])
 
 
+@dataclass
+class EncodedBatch:
+    """A batch's model outputs on the CPU, before they are shaped into rows.
+
+    ``image``, ``fused`` and ``image_tokens`` are None for an :class:`OsmOnlyBatch`.
+    """
+
+    work: Work
+    osm: np.ndarray
+    has_osm: np.ndarray
+    image: np.ndarray | None = None
+    image_tokens: torch.Tensor | None = None
+    fused: torch.Tensor | None = None
+
+
 @torch.no_grad()
-def encode_work(
-    model: GeoLink, work: Work, settings: IngestSettings, model_id: str, dtype: torch.dtype
-) -> EncodedRows:
-    """The model side of one batch: encode it and shape the store rows."""
-    widths = vector_widths(model)
+def encode_batch(model: GeoLink, work: Work, settings: IngestSettings, dtype: torch.dtype) -> EncodedBatch:
+    """The model side of one batch: its outputs, moved to the CPU."""
     if isinstance(work, OsmOnlyBatch):
         region, present = model.encode_osm(work.graphs)
+        return EncodedBatch(work, region.cpu().numpy(), present.cpu().numpy())
+    device = next(model.parameters()).device
+    images = torch.from_numpy(np.stack([chip.image for chip in work.chips])).to(device)
+    out = model.encode(images, work.graphs, max_fusion_nodes=settings.max_fusion_nodes, dtype=dtype)
+    return EncodedBatch(
+        work,
+        osm=out.osm_region.cpu().numpy(),
+        has_osm=out.has_osm.cpu().numpy(),
+        image=out.image_global.cpu().numpy(),
+        image_tokens=out.image_tokens.cpu(),
+        fused=out.fused.cpu(),
+    )
+
+
+def batch_rows(
+    batch: EncodedBatch, settings: IngestSettings, model_id: str, widths: dict[str, int]
+) -> EncodedRows:
+    """A batch's store rows from its model outputs (CPU work only: it may run beside the next encode)."""
+    work = batch.work
+    if isinstance(work, OsmOnlyBatch):
         cells = cell_rows(
             work.cells,
             res=settings.res,
@@ -122,17 +155,13 @@ def encode_work(
             acquired=[None] * work.cells.size,
             widths=widths,
             image=None,
-            osm=region.cpu().numpy(),
-            has_osm=present.cpu().numpy(),
+            osm=batch.osm,
+            has_osm=batch.has_osm,
             fused=None,
             node_counts=_node_counts(work.graphs),
             vectors=settings.vectors,
         )
-        return EncodedRows(None, cells, with_osm=int(present.sum()), osm_only=True)
-    device = next(model.parameters()).device
-    images = torch.from_numpy(np.stack([chip.image for chip in work.chips])).to(device)
-    out = model.encode(images, work.graphs, max_fusion_nodes=settings.max_fusion_nodes, dtype=dtype)
-    image_tokens, fused = out.image_tokens.cpu(), out.fused.cpu()  # rows are built on the CPU
+        return EncodedRows(None, cells, with_osm=int(batch.has_osm.sum()), osm_only=True)
     cells = cell_rows(
         np.array([chip.cell for chip in work.chips], dtype=np.int64),
         res=settings.res,
@@ -141,19 +170,26 @@ def encode_work(
         sources=[chip.source for chip in work.chips],
         acquired=work.acquired,
         widths=widths,
-        image=out.image_global.cpu().numpy(),
-        osm=out.osm_region.cpu().numpy(),
-        has_osm=out.has_osm.cpu().numpy(),
-        fused=fused.mean(dim=1).numpy(),
+        image=batch.image,
+        osm=batch.osm,
+        has_osm=batch.has_osm,
+        fused=batch.fused.mean(dim=1).numpy(),
         node_counts=_node_counts(work.graphs),
         vectors=settings.vectors,
     )
     return EncodedRows(
-        _patches(work.chips, image_tokens, fused, settings, model_id),
+        _patches(work.chips, batch.image_tokens, batch.fused, settings, model_id),
         cells,
-        with_osm=int(out.has_osm.sum()),
+        with_osm=int(batch.has_osm.sum()),
         osm_only=False,
     )
+
+
+def encode_work(
+    model: GeoLink, work: Work, settings: IngestSettings, model_id: str, dtype: torch.dtype
+) -> EncodedRows:
+    """One batch encoded and shaped into store rows."""
+    return batch_rows(encode_batch(model, work, settings, dtype), settings, model_id, vector_widths(model))
 
 
 def _node_counts(graphs: list[HeteroData]) -> dict[str, np.ndarray]:

@@ -17,6 +17,7 @@ from geolink_store.errors import GeolinkError
 from geolink_store.pipeline import IngestSettings, ingest, plan_ingest
 from geolink_store.pipeline.engines.local import LocalEngine
 from geolink_store.pipeline.prefetch import prefetched
+from geolink_store.pipeline.writebehind import WriteBehind
 from geolink_store.sample import kampala_sample
 from geolink_store.store import Store
 from model import GeoLink, GeoLinkConfig
@@ -81,22 +82,25 @@ def test_reingest_replaces_instead_of_duplicating(clean_store: Path, tmp_path: P
 
 WORKER = """
 import sys
-from geolink_store.pipeline import IngestSettings, ingest, plan_ingest
+from geolink_store.pipeline import IngestSettings, ingest
 from geolink_store.pipeline.engines.local import LocalEngine
-from geolink_store.pipeline.prefetch import prefetched
 from geolink_store.sample import kampala_sample
 s = kampala_sample()
 ingest(sys.argv[1], s.region, [str(s.imagery)], str(s.osm),
-       settings=IngestSettings(res=s.res, fine_res=s.fine_res, batch_size=4))
+       settings=IngestSettings(res=s.res, fine_res=s.fine_res, batch_size=4),
+       engine=LocalEngine(prefetch=int(sys.argv[2]), commit_cells=8))
 """
 
 
-@pytest.mark.parametrize("delay", [3.0, 6.5])
+@pytest.mark.parametrize(("delay", "prefetch"), [(3.0, 0), (6.5, 0), (4.5, 2), (6.0, 2)])
 def test_sigkill_then_resume_gives_exactly_the_clean_rows(
-    clean_store: Path, tmp_path: Path, delay: float
+    clean_store: Path, tmp_path: Path, delay: float, prefetch: int
 ) -> None:
+    """Killed mid-ingest, inline or with its read-ahead and write-behind threads, then run again."""
     db = tmp_path / "db"
-    worker = subprocess.Popen([sys.executable, "-c", WORKER, str(db)], stderr=subprocess.DEVNULL)
+    worker = subprocess.Popen(
+        [sys.executable, "-c", WORKER, str(db), str(prefetch)], stderr=subprocess.DEVNULL
+    )
     time.sleep(delay)
     os.kill(worker.pid, signal.SIGKILL)
     worker.wait()
@@ -199,7 +203,7 @@ def test_batches_are_committed_together_and_equal_a_sequential_run(clean_store: 
     """18 batches of 4 cells: the first batch alone, then one commit per 32 cells (4 versions, not 18),
     read ahead in a worker thread; the rows equal those of the clean run, and of a run without read-ahead."""
     for name, engine in (
-        ("ahead", LocalEngine(commit_cells=32, commit_seconds=3600)),
+        ("ahead", LocalEngine(prefetch=2, commit_cells=32, commit_seconds=3600)),
         ("inline", LocalEngine(prefetch=0)),
     ):
         db = tmp_path / name
@@ -233,3 +237,38 @@ def test_read_ahead_keeps_order_and_raises_where_the_producer_failed() -> None:
     assert seen == [0, 1, 2, 3, 4]
     assert list(prefetched(iter(range(7)), depth=3)) == list(range(7))
     assert list(prefetched(iter(range(3)), depth=0)) == [0, 1, 2]
+
+
+def test_write_behind_keeps_order_and_raises_where_the_consumer_failed() -> None:
+    for depth in (0, 1, 3):
+        consumed: list[int] = []
+        with WriteBehind(consumed.append, depth) as writer:
+            for item in range(9):
+                writer.put(item)
+        assert consumed == list(range(9))
+
+    def consume(item: int) -> None:
+        if item == 2:
+            raise GeolinkError("cannot write the store: disk full")
+        consumed.append(item)
+
+    consumed = []
+    with pytest.raises(GeolinkError, match="disk full"), WriteBehind(consume, 2) as writer:
+        for item in range(50):
+            writer.put(item)
+            time.sleep(0.01)
+    assert consumed == [0, 1]
+
+
+def test_write_behind_drops_waiting_items_when_the_caller_fails() -> None:
+    consumed: list[int] = []
+
+    def slow(item: int) -> None:
+        time.sleep(0.2)
+        consumed.append(item)
+
+    with pytest.raises(KeyboardInterrupt), WriteBehind(slow, 3) as writer:
+        for item in range(4):
+            writer.put(item)
+        raise KeyboardInterrupt
+    assert consumed == [0]  # the item in progress is finished, the three waiting are dropped

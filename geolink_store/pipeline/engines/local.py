@@ -1,7 +1,8 @@
-"""The local engine: an ingest in this process, the CPU side of the next batches overlapped with encoding.
+"""The local engine: an ingest in this process, the CPU side of the batches overlapped with encoding.
 
 A worker thread reads the chips and builds the graphs of the next batches (:func:`~geolink_store.pipeline.
-prefetch.prefetched`) while this thread encodes the current one. Encoded rows are committed together, as
+prefetch.prefetched`) while this thread encodes the current one, and another shapes the rows of the previous
+batches and commits them (:class:`~geolink_store.pipeline.writebehind.WriteBehind`), in groups, as
 atomic upserts (patches first, then cells): the first batch at once (the tables exist from then on, and a
 store that cannot be written fails the ingest early), then every :attr:`LocalEngine.commit_cells` cells or
 :attr:`LocalEngine.commit_seconds` seconds, so a large region makes one table version per thousand cells, not
@@ -12,31 +13,47 @@ an uninterrupted run.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pyarrow as pa
+import torch
 
 from geolink_store.chips import ChipTally
 from geolink_store.constants import CELLS, PATCHES
-from geolink_store.pipeline._work import EncodedRows, ImageBatch, Work, encode_work, partition_work
-from geolink_store.pipeline.plan import IngestPlan, Partition, Progress
+from geolink_store.pipeline._work import (
+    EncodedBatch,
+    EncodedRows,
+    ImageBatch,
+    Work,
+    batch_rows,
+    encode_batch,
+    partition_work,
+)
+from geolink_store.pipeline.plan import IngestPlan, Partition, Progress, vector_widths
 from geolink_store.pipeline.prefetch import prefetched
+from geolink_store.pipeline.writebehind import WriteBehind
 from geolink_store.store import Store
+from model import GeoLink
 
 
 @dataclass(frozen=True)
 class LocalEngine:
-    """Encode in this process, the next batches read ahead in a worker thread, rows committed in groups.
+    """Encode in this process; read the next batches ahead and write the previous ones behind, in threads.
 
     Attributes:
-        prefetch: batches read and built ahead of the one being encoded (0: none, all in this thread).
+        prefetch: batches read and built ahead of the one being encoded, and encoded batches waiting for their
+            rows to be written (0: none, all in this thread). Default (None): 2 where the encode leaves CPU
+            cores free (a model on an accelerator, or torch on fewer threads than there are cores), else 0:
+            on a CPU whose every core runs torch, the worker threads only take their time from the encode
+            (measured in BENCHMARKS.md).
         commit_cells: commit once this many encoded cells are waiting.
         commit_seconds: commit at the latest this many seconds after the previous commit.
     """
 
-    prefetch: int = 2
+    prefetch: int | None = None
     commit_cells: int = 1024
     commit_seconds: float = 30.0
 
@@ -44,23 +61,37 @@ class LocalEngine:
         """Carry out ``plan``, counting what was done in ``plan.report``."""
         tally = ChipTally()
         pending = _PendingRows(plan.store, self.commit_cells, self.commit_seconds)
-        image_cells = 0
-        for partition, work in prefetched(_all_work(plan, tally), self.prefetch):
-            if work is None:  # cells of the partition encoded from OSM alone or skipped for lack of imagery
-                if advance:
-                    advance(partition.cells.size - image_cells)
-                image_cells = 0
-                continue
-            rows = encode_work(plan.model, work, plan.settings, plan.report.model_id, plan.dtype)
-            plan.register_model()  # after the partition's OSM was read: a bad source writes nothing
+        widths = vector_widths(plan.model)
+
+        def write(batch: EncodedBatch) -> None:
+            rows = batch_rows(batch, plan.settings, plan.report.model_id, widths)
             pending.add(rows)
             rows.add_to(plan.report)
-            if isinstance(work, ImageBatch):
-                image_cells += len(work.chips)
-                if advance:
-                    advance(len(work.chips))
+
+        depth = self.prefetch if self.prefetch is not None else _default_depth(plan.model)
+        image_cells = 0
+        with WriteBehind(write, depth) as writer:
+            for partition, work in prefetched(_all_work(plan, tally), depth):
+                if work is None:  # the partition's other cells: encoded from OSM alone, or without imagery
+                    if advance:
+                        advance(partition.cells.size - image_cells)
+                    image_cells = 0
+                    continue
+                batch = encode_batch(plan.model, work, plan.settings, plan.dtype)
+                plan.register_model()  # after the partition's OSM was read: a bad source writes nothing
+                writer.put(batch)
+                if isinstance(work, ImageBatch):
+                    image_cells += len(work.chips)
+                    if advance:
+                        advance(len(work.chips))
         pending.commit()
         plan.report.add_tally(tally)
+
+
+def _default_depth(model: GeoLink) -> int:
+    """How far to read ahead and write behind by default (see :attr:`LocalEngine.prefetch`)."""
+    on_cpu = next(model.parameters()).device.type == "cpu"
+    return 0 if on_cpu and torch.get_num_threads() >= (os.cpu_count() or 1) else 2
 
 
 def _all_work(plan: IngestPlan, tally: ChipTally) -> Iterator[tuple[Partition, Work | None]]:
