@@ -210,3 +210,37 @@ def test_window_path_gives_the_warped_pixels(shared_data: Path, raster: str, res
     assert compared >= max(5, cells.size // 3), (compared, cells.size)  # most chips take the window path
     if raster == "bundled sample":
         assert with_holes >= 5  # the sample's tiles have transparent pixels: the weighting is exercised
+
+
+@pytest.mark.parametrize("res", [11, 12])  # 0.5 m -> 1 m: average; -> 0.1 m: bilinear
+def test_window_path_weighs_out_a_mask_as_the_warp_does(atlanta, tmp_path: Path, res: int) -> None:
+    """The Atlanta scene with an internal mask hiding its buildings: same validity, pixels within a grey."""
+    path, buildings = atlanta
+    masked = tmp_path / "masked.tif"
+    with rasterio.open(path) as source:
+        hidden = rasterize(
+            buildings.to_crs(source.crs).geometry, out_shape=source.shape, transform=source.transform
+        )
+        with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
+            with rasterio.open(masked, "w", **source.profile) as out:
+                out.write(source.read())
+                out.write_mask(np.where(hidden > 0, 0, 255).astype(np.uint8))
+    source = open_imagery(masked)
+    (raster_source,) = source.sources
+    assert raster_source._has_mask
+    cells = source.covered_cells(region_cells(source.footprint, res))
+    compared = with_holes = 0
+    for cell in cells:
+        spec = chip_for_cell(int(cell), source.crs)
+        _, source_pixel = raster_source._grid_in(source.crs)
+        kernel = "average" if spec.pixel_size > source_pixel else "bilinear"
+        window = raster_source._read_window(spec, kernel, source_pixel)
+        if window is None:
+            continue
+        (window_rgb, window_valid), (rgb, valid) = window, raster_source._read_warped(spec, kernel)
+        assert np.array_equal(window_valid, valid), cell
+        grey = (np.abs(window_rgb - rgb)[:, window_valid & valid] * raster_source.scale[:, 0]).max(initial=0)
+        assert grey <= ONE_GREY, (cell, grey * 255)
+        compared += 1
+        with_holes += not valid.all()
+    assert compared >= 5 and with_holes >= 3, (compared, with_holes)
