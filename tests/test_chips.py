@@ -22,7 +22,7 @@ from scipy.ndimage import binary_dilation
 from geolink_store.chips import ChipSpec, chip_for_cell
 from geolink_store.grid import cell_lonlat, region_cells
 from geolink_store.sample import kampala_sample
-from geolink_store.sources.mosaic import open_imagery
+from geolink_store.sources.mosaic import ImagerySource, open_imagery
 from geolink_store.sources.xyz import find_tiles, tile_bounds
 
 pytestmark = pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
@@ -173,6 +173,28 @@ def test_bundled_sample_building_on_its_pixels(tmp_path: Path) -> None:
 ONE_GREY = 1.0 / 255 + 1e-6  # in [0, 1] RGB units, after the source's scaling
 
 
+def compare_window_to_warp(source: ImagerySource, cells: np.ndarray, size: int = 224) -> tuple[int, int]:
+    """Check each cell's chip the window path reads against the warp: the same validity mask, and pixels
+    within one grey level. Returns how many chips it compared, and how many of those hold invalid pixels."""
+    (raster_source,) = source.sources
+    crs = raster_source.crs
+    _, source_pixel = raster_source._grid_in(crs)
+    compared = with_holes = 0
+    for cell in cells:
+        spec = chip_for_cell(int(cell), crs, size=size)
+        kernel = "average" if spec.pixel_size > source_pixel else "bilinear"
+        window = raster_source._read_window(spec, kernel, source_pixel)
+        if window is None:
+            continue
+        (window_rgb, window_valid), (rgb, valid) = window, raster_source._read_warped(spec, kernel)
+        assert np.array_equal(window_valid, valid), cell
+        difference = np.abs(window_rgb - rgb)[:, valid] * raster_source.scale[:, 0]  # -> [0, 1] RGB
+        assert difference.max(initial=0) <= ONE_GREY, (cell, difference.max() * 255)
+        compared += 1
+        with_holes += not valid.all()
+    return compared, with_holes
+
+
 @pytest.mark.parametrize(
     ("raster", "res", "size"),
     [
@@ -190,23 +212,8 @@ def test_window_path_gives_the_warped_pixels(shared_data: Path, raster: str, res
     source = open_imagery(kampala_sample().imagery if raster == "bundled sample" else shared_data / raster)
     (raster_source,) = source.sources
     cells = source.covered_cells(region_cells(source.footprint, res))
-    crs = source.chip_crs(*(v[0] for v in cell_lonlat(cells[:1])))
-    assert crs == raster_source.crs
-    compared = with_holes = 0
-    for cell in cells:
-        spec = chip_for_cell(int(cell), crs, size=size)
-        _, source_pixel = raster_source._grid_in(crs)
-        kernel = "average" if spec.pixel_size > source_pixel else "bilinear"
-        window = raster_source._read_window(spec, kernel, source_pixel)
-        if window is None:
-            continue
-        (window_rgb, window_valid), (rgb, valid) = window, raster_source._read_warped(spec, kernel)
-        assert np.array_equal(window_valid, valid), cell
-        both = window_valid & valid
-        grey = (np.abs(window_rgb - rgb)[:, both] * raster_source.scale[:, 0]).max()  # -> [0, 1] RGB
-        assert grey <= ONE_GREY, (cell, grey * 255)
-        compared += 1
-        with_holes += not valid.all()
+    assert source.chip_crs(*(v[0] for v in cell_lonlat(cells[:1]))) == raster_source.crs
+    compared, with_holes = compare_window_to_warp(source, cells, size)
     assert compared >= max(5, cells.size // 3), (compared, cells.size)  # most chips take the window path
     if raster == "bundled sample":
         assert with_holes >= 5  # the sample's tiles have transparent pixels: the weighting is exercised
@@ -229,18 +236,5 @@ def test_window_path_weighs_out_a_mask_as_the_warp_does(atlanta, tmp_path: Path,
     (raster_source,) = source.sources
     assert raster_source._has_mask
     cells = source.covered_cells(region_cells(source.footprint, res))
-    compared = with_holes = 0
-    for cell in cells:
-        spec = chip_for_cell(int(cell), source.crs)
-        _, source_pixel = raster_source._grid_in(source.crs)
-        kernel = "average" if spec.pixel_size > source_pixel else "bilinear"
-        window = raster_source._read_window(spec, kernel, source_pixel)
-        if window is None:
-            continue
-        (window_rgb, window_valid), (rgb, valid) = window, raster_source._read_warped(spec, kernel)
-        assert np.array_equal(window_valid, valid), cell
-        grey = (np.abs(window_rgb - rgb)[:, window_valid & valid] * raster_source.scale[:, 0]).max(initial=0)
-        assert grey <= ONE_GREY, (cell, grey * 255)
-        compared += 1
-        with_holes += not valid.all()
+    compared, with_holes = compare_window_to_warp(source, cells)
     assert compared >= 5 and with_holes >= 3, (compared, with_holes)
