@@ -87,12 +87,13 @@ def encoder(model: GeoLink, folder: str) -> Callable[[], float]:
     """A function giving the cells/s of ``model.encode`` alone on the sample's own chips and graphs."""
     batches = sample_batches(model, folder)
     cells = sum(len(batch.chips) for batch, _ in batches)
+    dtype = encode_dtype(model)
 
     @torch.no_grad()
     def rate() -> float:
         start = time.perf_counter()
         for batch, images in batches:
-            model.encode(images, batch.graphs, dtype=encode_dtype(model))
+            model.encode(images, batch.graphs, dtype=dtype)
         return cells / (time.perf_counter() - start)
 
     return rate

@@ -129,7 +129,7 @@ def _children(cells: np.ndarray, res: int) -> np.ndarray:
 def _centres(cells: np.ndarray) -> np.ndarray:
     """``(N, 2)`` lat, lon of the cells' centres."""
     centres = pa.record_batch(cells_to_coordinates(_arrow(cells)))
-    return np.column_stack([centres["lat"].to_numpy(), centres["lng"].to_numpy()]).reshape(-1, 2)
+    return np.column_stack([centres["lat"].to_numpy(), centres["lng"].to_numpy()])
 
 
 def _hexagons(cells: np.ndarray) -> np.ndarray:

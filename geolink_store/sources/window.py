@@ -93,12 +93,12 @@ def plan_window(spec: ChipSpec, transform: Affine, width: int, height: int, kern
 
 @dataclass(frozen=True)
 class _Axis:
-    """One chip axis's taps: chip pixel ``i`` reads source pixels ``low[i] + t`` with weight ``taps[i, t]``.
+    """One chip axis's taps: chip pixel ``i`` reads source pixel ``index[i, t]`` with weight ``taps[i, t]``.
 
     Taps past a pixel's last source pixel weigh 0 (and repeat its index): every chip pixel has as many.
     """
 
-    low: np.ndarray
+    index: np.ndarray
     taps: np.ndarray
     centre: np.ndarray
     first: int
@@ -129,13 +129,13 @@ class _Axis:
             taps = np.ones(index.shape)
         taps = np.where(inside, np.clip(taps, 0.0, None), 0.0)
         taps /= taps.sum(axis=1, keepdims=True)
+        last = int(high.max())
         centre = np.floor(centres).astype(np.int64)
-        return cls(low, taps.astype(np.float32), centre, int(low.min()), int(high.max()))
+        return cls(np.minimum(index, last - 1), taps.astype(np.float32), centre, int(low.min()), last)
 
     def weights(self, kind: type) -> sparse.csr_array | sparse.csc_array:
         """The ``(size, n)`` weights as ``csr_array``, or their transpose as ``csc_array`` (same arrays)."""
         size, count = self.taps.shape
-        index = np.minimum(self.low[:, None] + np.arange(count), self.last - 1) - self.first
         pointers = np.arange(size + 1) * count
         shape = (size, self.last - self.first) if kind is sparse.csr_array else (self.last - self.first, size)
-        return kind((self.taps.ravel(), index.ravel(), pointers), shape=shape)
+        return kind((self.taps.ravel(), (self.index - self.first).ravel(), pointers), shape=shape)
